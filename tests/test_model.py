@@ -1,0 +1,230 @@
+"""model.py: parity with Hugging Face GPT-2, attention paths, KV cache, padding, log-probs."""
+import copy
+
+import pytest
+import torch
+
+from model import (GPT, GPTConfig, KVCache, ScalarModel, generate, last_token_index, left_pad,
+                   logprobs_from_logits, positions_from_mask, response_logprobs, sample_next, read_safetensors)
+
+CFG = GPTConfig(block_size=64, vocab_size=97, n_layer=2, n_head=4, n_embd=32)
+EOS, PAD = 95, 96
+
+
+def tiny(attn_impl="sdpa", seed=0):
+    torch.manual_seed(seed)
+    m = GPT(GPTConfig(**{**CFG.__dict__, "attn_impl": attn_impl}))
+    # larger-than-init weights so the tests exercise non-trivial attention patterns
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(5.0)
+    return m.eval()
+
+
+# --- parity with an independent implementation --------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_hf_gpt2_parity(tmp_path, fmt):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(n_positions=48, n_embd=32, n_layer=2, n_head=4, vocab_size=101,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    with torch.no_grad():  # random biases/LN too, so a missed or mis-transposed key shows up
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    if fmt == "safetensors":
+        hf.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+    else:
+        hf_cfg.save_pretrained(tmp_path)
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    ours = GPT.from_hf_dir(str(tmp_path)).eval()
+    idx = torch.randint(0, 101, (3, 40))
+    with torch.no_grad():
+        ref = hf(idx).logits
+        got, _ = ours(idx)
+    assert (ref - got).abs().max().item() <= 1e-4
+
+
+def test_safetensors_reader_matches_library(tmp_path):
+    st = pytest.importorskip("safetensors.torch")
+    tensors = {"a": torch.randn(3, 4), "b": torch.randn(5).half(), "c": torch.randn(2, 2).bfloat16()}
+    st.save_file(tensors, str(tmp_path / "x.safetensors"))
+    got = read_safetensors(str(tmp_path / "x.safetensors"))
+    for k, v in tensors.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k], v)
+
+
+def test_hf_dir_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.from_hf_dir(str(tmp_path))
+
+
+def test_resize_vocab_keeps_tying_and_old_rows():
+    m = tiny()
+    old = m.transformer.wte.weight.detach().clone()
+    m.resize_vocab(100)
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert torch.equal(m.transformer.wte.weight[:97], old)
+
+
+# --- attention ----------------------------------------------------------------------------
+
+
+def test_sdpa_matches_explicit():
+    a, b = tiny("sdpa"), tiny("explicit")
+    b.load_state_dict(a.state_dict())
+    idx = torch.randint(0, 95, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, :7] = 0  # left padding on one row: exercises the masked path too
+    with torch.no_grad():
+        assert torch.allclose(a(idx)[0], b(idx)[0], atol=1e-5)
+        la, lb = a(idx, attn_mask=mask)[0], b(idx, attn_mask=mask)[0]
+    assert torch.allclose(la, lb, atol=1e-5)
+    assert torch.isfinite(la).all()
+
+
+def test_causality():
+    m = tiny()
+    idx = torch.randint(0, 95, (1, 20))
+    idx2 = idx.clone()
+    idx2[0, 12:] = (idx2[0, 12:] + 1) % 95  # change the future
+    with torch.no_grad():
+        assert torch.allclose(m(idx)[0][:, :12], m(idx2)[0][:, :12], atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "explicit"])
+def test_kv_cache_matches_full_forward(impl):
+    m = tiny(impl)
+    idx = torch.randint(0, 95, (2, 24))
+    with torch.no_grad():
+        full, _ = m(idx)
+        cache = KVCache(m.config, 2, 24, "cpu", torch.float32)
+        parts = [m(idx[:, :10], cache=cache)[0]]  # prefill 10 tokens ...
+        for t in range(10, 24):  # ... then one at a time
+            parts.append(m(idx[:, t : t + 1], cache=cache)[0])
+    assert torch.allclose(full, torch.cat(parts, 1), atol=1e-5)
+
+
+def test_left_padding_gives_same_logits_as_unpadded():
+    m = tiny()
+    seq = torch.randint(0, 95, (1, 12))
+    ids, mask = left_pad([seq[0].tolist(), list(range(20))], PAD)
+    with torch.no_grad():
+        alone, _ = m(seq)
+        batched, _ = m(ids, attn_mask=mask)
+    assert torch.allclose(alone[0], batched[0, -12:], atol=1e-5)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def test_padding_helpers():
+    ids, mask = left_pad([[5, 6], [7, 8, 9]], PAD)
+    assert ids.tolist() == [[PAD, 5, 6], [7, 8, 9]] and mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert positions_from_mask(mask).tolist() == [[0, 0, 1], [0, 1, 2]]
+    right = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]])
+    assert last_token_index(right).tolist() == [1, 2, 3]
+
+
+def test_logprobs_from_logits_temperature():
+    logits = torch.randn(2, 3, 11)
+    tok = torch.randint(0, 11, (2, 3))
+    got = logprobs_from_logits(logits, tok, temperature=0.7)
+    ref = torch.log_softmax(logits / 0.7, -1).gather(-1, tok[..., None])[..., 0]
+    assert torch.allclose(got, ref)
+
+
+def test_top_k_top_p_restrict_support():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[4.0, 3.0, 2.0, -5.0, -5.0]]).repeat(500, 1)
+    assert set(sample_next(logits, 1.0, top_k=2, generator=g).tolist()) <= {0, 1}
+    p = torch.softmax(logits[0], -1)
+    assert p[0] < 0.9 < p[0] + p[1]  # so top_p=0.9 must keep exactly tokens 0 and 1
+    assert set(sample_next(logits, 1.0, top_p=0.9, generator=g).tolist()) == {0, 1}
+    assert sample_next(logits[:1], 0).item() == 0  # temperature 0 = greedy
+
+
+# --- generation ---------------------------------------------------------------------------
+
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [12, 13, 14, 15, 16]]
+
+
+def test_batched_greedy_equals_one_at_a_time():
+    m = tiny()
+    batched = generate(m, PROMPTS, 20, EOS, PAD, temperature=0)
+    for i, p in enumerate(PROMPTS):
+        alone = generate(m, [p], 20, EOS, PAD, temperature=0)
+        n = int(alone["response_mask"].sum())
+        assert batched["response"][i, :n].tolist() == alone["response"][0, :n].tolist()
+        assert int(batched["response_mask"][i].sum()) == n
+
+
+def test_cached_generation_equals_uncached():
+    m = tiny()
+    a = generate(m, PROMPTS, 16, EOS, PAD, temperature=0, use_cache=True)
+    b = generate(m, PROMPTS, 16, EOS, PAD, temperature=0, use_cache=False)
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert torch.allclose(a["logprobs"], b["logprobs"], atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_logprobs_equal_recomputed(temperature):
+    m = tiny()
+    g = torch.Generator().manual_seed(1)
+    out = generate(m, PROMPTS, 24, EOS, PAD, temperature=temperature, generator=g)
+    with torch.no_grad():
+        lp = response_logprobs(m, out["tokens"], out["attn_mask"], out["prompt_len"], temperature)
+    mask = out["response_mask"].bool()
+    assert (lp[mask] - out["logprobs"][mask]).abs().max() < 1e-4
+
+
+def test_generation_stops_at_eos_and_masks_after():
+    m = tiny()
+    with torch.no_grad():  # make EOS overwhelmingly likely after a few steps: bias its logit
+        m.transformer.wte.weight[EOS] *= 0
+        m.transformer.wte.weight[EOS] += m.transformer.ln_f.bias.sign() * 3
+    out = generate(m, PROMPTS, 30, EOS, PAD, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    for i in range(len(PROMPTS)):
+        r, msk = out["response"][i].tolist(), out["response_mask"][i].tolist()
+        if EOS in r:
+            e = r.index(EOS)
+            assert msk[: e + 1] == [1] * (e + 1) and sum(msk) == e + 1
+            assert all(t == PAD for t in r[e + 1 :])
+            assert out["ended"][i]
+
+
+def test_generate_rejects_too_long():
+    with pytest.raises(ValueError, match="block_size"):
+        generate(tiny(), [[1] * 60], 10, EOS, PAD)
+
+
+def test_scalar_model_shapes_and_head_init():
+    torch.manual_seed(0)
+    sm = ScalarModel(GPTConfig(**{**CFG.__dict__, "n_embd": 256}))
+    assert abs(sm.head.weight.std().item() - 1 / 257**0.5) < 0.01 and sm.head.bias.item() == 0
+    v = sm(torch.randint(0, 95, (3, 9)), attn_mask=torch.ones(3, 9))
+    assert v.shape == (3, 9)
+
+
+def test_training_reduces_loss():
+    """Overfit one batch: the model, loss and optimizer are wired up correctly."""
+    m = copy.deepcopy(tiny())
+    torch.manual_seed(0)
+    for p in m.parameters():
+        p.data.div_(5.0)
+    m.train()
+    idx = torch.randint(0, 95, (4, 16))
+    targets = idx.roll(-1, 1)
+    targets[:, -1] = -1
+    opt = m.configure_optimizer(lr=3e-3, weight_decay=0.0)
+    first = None
+    for _ in range(60):
+        _, loss = m(idx, targets)
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
