@@ -1,0 +1,148 @@
+"""
+Benchmarks for model.py: prints numbers, asserts nothing.
+
+    python bench.py                       # ~1M-parameter model, context 256, this machine
+    python bench.py --n_layer=12 --n_embd=768 --device=cuda   # GPT-2 small on a GPU
+
+Measures, on the same config and batch:
+1. training tokens/s of our GPT vs transformers' GPT2LMHeadModel (if installed), and our
+   model FLOPs utilisation as a fraction of this machine's measured fp32 matmul peak;
+2. sampling tokens/s with the KV cache vs without, and vs transformers' `generate`.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from common import autocast, get_device, parse_config, print_config, precision_name
+from model import GPT, GPTConfig, generate
+
+
+@dataclass
+class BenchConfig:
+    n_layer: int = 4  # model size: the default is ~1M parameters
+    n_head: int = 4
+    n_embd: int = 128
+    vocab_size: int = 2052
+    block_size: int = 256  # context length for the training benchmark
+    batch_size: int = 8  # training batch
+    steps: int = 10  # timed training steps (after warmup)
+    gen_batch: int = 8  # prompts sampled at once
+    prompt_len: int = 32
+    new_tokens: int = 128
+    device: str = "auto"
+    compile: bool = False  # torch.compile our model (CUDA; slow to warm up on CPU)
+    threads: int = 0  # torch threads; 0 = torch's default (all cores)
+
+
+def timed(fn, steps, device):
+    fn()  # warmup
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def matmul_peak(device, n=1024, steps=20):
+    """Measured fp32 (bf16 on CUDA) matmul throughput in FLOP/s: the ceiling for MFU."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    dt = timed(lambda: a @ b, steps, device)
+    return 2 * n**3 / dt
+
+
+def train_step_fn(model, idx, device, hf=False):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        with autocast(device):
+            if hf:
+                loss = model(idx, labels=idx).loss
+            else:
+                _, loss = model(idx, idx.roll(-1, 1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main():
+    cfg = parse_config(BenchConfig())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = get_device(cfg.device)
+    print_config(cfg)
+    print(f"device {device} | precision {precision_name(device)} | threads {torch.get_num_threads()}")
+    mcfg = GPTConfig(block_size=max(cfg.block_size, cfg.prompt_len + cfg.new_tokens), vocab_size=cfg.vocab_size,
+                     n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd)
+    torch.manual_seed(0)
+    ours = GPT(mcfg).to(device)
+    N = ours.num_params()
+    print(f"model: {N / 1e6:.2f}M non-embedding params, {ours.num_params(False) / 1e6:.2f}M total")
+
+    hf = None
+    try:
+        import transformers
+
+        hf_cfg = transformers.GPT2Config(n_positions=mcfg.block_size, n_embd=mcfg.n_embd, n_layer=mcfg.n_layer,
+                                         n_head=mcfg.n_head, vocab_size=mcfg.vocab_size, resid_pdrop=0.0,
+                                         embd_pdrop=0.0, attn_pdrop=0.0)
+        hf = transformers.GPT2LMHeadModel(hf_cfg).to(device)
+    except ImportError:
+        print("transformers not installed: skipping the comparison (pip install -r requirements-dev.txt)")
+
+    # 1. training throughput ------------------------------------------------------------
+    peak = matmul_peak(device)
+    idx = torch.randint(0, mcfg.vocab_size, (cfg.batch_size, cfg.block_size), device=device)
+    tokens = idx.numel()
+    model = torch.compile(ours) if cfg.compile else ours
+    dt = timed(train_step_fn(model, idx, device), cfg.steps, device)
+    # FLOPs per token: 6N for the matmuls forward + backward, plus attention's 12 * L * C * T (PaLM appendix B)
+    flops_per_token = 6 * N + 12 * mcfg.n_layer * mcfg.n_embd * cfg.block_size
+    ours_tps = tokens / dt
+    mfu = ours_tps * flops_per_token / peak
+    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"train ours:         {ours_tps:10.0f} tok/s | {dt * 1e3:7.1f} ms/step | {mfu * 100:.1f}% of matmul peak")
+    if hf is not None:
+        dt_hf = timed(train_step_fn(hf, idx, device, hf=True), cfg.steps, device)
+        print(f"train transformers: {tokens / dt_hf:10.0f} tok/s | {dt_hf * 1e3:7.1f} ms/step | "
+              f"ours is {dt_hf / dt:.2f}x")
+
+    # 2. sampling throughput ------------------------------------------------------------
+    ours.eval()
+    prompts = torch.randint(0, mcfg.vocab_size - 2, (cfg.gen_batch, cfg.prompt_len)).tolist()
+    new = cfg.gen_batch * cfg.new_tokens
+    eos = pad = mcfg.vocab_size - 1  # eos never sampled in practice; pad is irrelevant here
+
+    def gen(use_cache):
+        g = torch.Generator(device=device).manual_seed(0) if device != "mps" else None
+        with autocast(device):
+            return generate(ours, prompts, cfg.new_tokens, eos_id=-1, pad_id=pad, temperature=1.0,
+                            generator=g, use_cache=use_cache)
+
+    dt_c = timed(lambda: gen(True), 2, device)
+    dt_u = timed(lambda: gen(False), 1, device)
+    print(f"sample cached:      {new / dt_c:10.0f} tok/s | {cfg.new_tokens} new tokens x {cfg.gen_batch} rows")
+    print(f"sample uncached:    {new / dt_u:10.0f} tok/s | cache speed-up {dt_u / dt_c:.2f}x")
+    if hf is not None:
+        hf.eval()
+        pt = torch.tensor(prompts, device=device)
+
+        def hf_gen():
+            with torch.no_grad(), autocast(device):
+                hf.generate(pt, attention_mask=torch.ones_like(pt), max_new_tokens=cfg.new_tokens,
+                            min_new_tokens=cfg.new_tokens, do_sample=True, top_k=0, pad_token_id=pad)
+
+        dt_h = timed(hf_gen, 2, device)
+        print(f"sample transformers:{new / dt_h:10.0f} tok/s | ours (cached) is {dt_h / dt_c:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

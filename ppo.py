@@ -1,0 +1,459 @@
+"""
+Step 3: reinforcement learning from the reward model with PPO and PPO-ptx -- paper
+Section 3.5, every term written out.
+
+The environment is a bandit: sample a prompt, the policy writes a response, the reward
+model scores it, the episode ends. The paper maximises
+
+    objective(phi) = E_(x,y)~pi_RL [ r_theta(x, y) - beta * log( pi_RL(y|x) / pi_SFT(y|x) ) ]
+                   + gamma_ptx * E_x~D_pretrain [ log pi_RL(x) ]
+
+with PPO. One iteration of `ppo_iteration`, numbered as in the code:
+  1. sample a batch of prompts               5. GAE advantages and returns, whitening
+  2. roll out responses (KV cache, EOS)      6. PPO epochs: clipped policy + value losses
+  3. score them with the reward model        7. the ptx term in the same optimizer step
+  4. per-token KL penalty + score at the end
+
+    python ppo.py                                    # plain PPO: out/sft.pt + out/rm.pt -> out/ppo.pt
+    python ppo.py --ptx_coef=1.0 --out=out/ppo_ptx.pt   # PPO-ptx
+    python ppo.py --kl_coef=0 --out=out/ppo_beta0.pt    # no KL penalty: watch the RM get gamed
+    python ppo.py --iters=2 --batch_size=8 --minibatch_size=4   # tiny
+    python ppo.py --resume=True
+
+Symbols: B rollouts per iteration, P padded prompt length, R response length,
+T = P + R, V vocab. Masks: `response_mask` (B, R) is 1 on response tokens up to and
+including EOS; every mean over tokens is a masked mean with it.
+
+Where we follow the paper / Ziegler et al. 2019, and where we deviate:
+1. Follow: policy and frozen reference both start from SFT; value function starts from
+   the reward model (--value_init=zero: a zero-initialised head on the policy trunk).
+2. Follow: per-token reward r_t = -beta * (log pi - log pi_SFT), RM score added at the last
+   response token; fixed beta = 0.02 by default; an adaptive KL controller as an option.
+3. Follow: GAE with gamma = 1, lambda = 0.95; advantages whitened with the biased variance;
+   clip 0.2 for policy and value; dropout off; log-probs recomputed at the sampling temperature.
+4. Follow: PPO-ptx mixes the LM loss on pretraining text into the same optimizer step.
+5. Follow (Ziegler's "EOS trick"): a response that never emits EOS gets a fixed penalty
+   instead of the RM score.
+6. Deviate: 256k episodes with batch 512 -> a few thousand episodes with batch 64, and
+   more than one PPO epoch per batch (tiny models, CPU budget). gamma_ptx is 1.0 rather
+   than 27.8: our LM loss and advantages have other scales than the paper's.
+7. Deviate: policy EMA (paper: 0.992) is off by default (--ema=0.992 turns it on): with
+   our few iterations it mostly delays learning.
+"""
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
+                    print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
+from data import DataError, load_prompts, read_corpus
+from data.labelers import judge
+from model import ScalarModel, GPTConfig, generate, last_token_index, response_logprobs
+from pretrain import encode_docs, get_batch
+from sft import load_policy, load_reward_model, rm_scores
+from tokenizer import render
+
+
+@dataclass
+class PPOConfig:
+    policy: str = "out/sft.pt"  # SFT checkpoint: the starting policy AND the frozen reference
+    rm: str = "out/rm.pt"  # reward model (reward.py; its demonstration-mean bias is in the head)
+    prompts: str = "data/world/ppo_prompts.jsonl"
+    ptx_data: str = "data/world/corpus_train.txt"  # pretraining text for the ptx term
+    out: str = "out/ppo.pt"
+    iters: int = 40  # PPO iterations (each: one batch of rollouts)
+    batch_size: int = 64  # rollouts per iteration (paper: 512)
+    minibatch_size: int = 16  # (paper: 64)
+    ppo_epochs: int = 2  # passes over each batch (paper: 1)
+    lr: float = 3e-5  # policy and value learning rate; linear decay to 0
+    kl_coef: float = 0.02  # beta: per-token KL penalty against the SFT model (paper: 0.02)
+    adaptive_kl: bool = False  # Ziegler's adaptive controller instead of a fixed beta
+    kl_target: float = 6.0  # adaptive controller: target KL per response (nats)
+    kl_horizon: int = 10000  # adaptive controller: horizon in episodes
+    ptx_coef: float = 0.0  # gamma_ptx: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)
+    ptx_batch_size: int = 8  # pretraining windows per minibatch
+    ptx_ctx: int = 128  # tokens per pretraining window
+    gamma: float = 1.0  # GAE discount (the paper's bandit: no discount)
+    lam: float = 0.95  # GAE lambda
+    cliprange: float = 0.2  # policy ratio clip epsilon
+    cliprange_value: float = 0.2  # value clip
+    vf_coef: float = 0.1  # weight of the value loss
+    ent_coef: float = 0.0  # entropy bonus (0 = none, as in the paper)
+    whiten_rewards: bool = False  # whiten per-token rewards (keeping their mean) before GAE
+    value_init: str = "rm"  # "rm": separate value model from the RM (paper); "zero": zero head on the policy
+    temperature: float = 1.0  # sampling temperature, also used when recomputing log-probs
+    max_new_tokens: int = 48
+    no_eos_penalty: float = -3.0  # score for a response that never emits EOS (the "EOS trick")
+    ema: float = 0.0  # policy EMA decay (0 = off; paper 0.992)
+    grad_clip: float = 1.0
+    sample_interval: int = 10  # print a few samples every N iterations
+    seed: int = 1337
+    device: str = "auto"
+    resume: bool = False
+
+
+# -----------------------------------------------------------------------------
+# the math, as pure functions (tests check each against a hand-worked example)
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask, shift_mean=True):
+    """(x - mean) / std over the masked entries, with the BIASED variance (unbiased=False),
+    as the reference implementations do. shift_mean=False keeps the mean (reward whitening)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)  # biased: divide by n, not n - 1
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def gae(rewards, values, mask, gamma=1.0, lam=0.95):
+    """
+    Generalised advantage estimation, the reverse loop. rewards, values, mask: (B, R);
+    the mask is 1 on a prefix of each row (the response), 0 after it.
+
+        delta_t = r_t + gamma * V_{t+1} - V_t          (V after the last token = 0)
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        returns = A + V                               (the value function's target)
+
+    Worked example, one row, gamma = lam = 1:
+        gae([[0, 0, 1]], values=[[0.5, 0.5, 0.5]], mask=[[1, 1, 1]])
+        deltas = [0 + 0.5 - 0.5, 0 + 0.5 - 0.5, 1 + 0 - 0.5] = [0, 0, 0.5]
+        -> advantages [[0.5, 0.5, 0.5]], returns [[1, 1, 1]]
+    """
+    values = values * mask  # no value (and no bootstrap) past the end of the response
+    rewards = rewards * mask
+    B, R = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)  # A_{t+1}
+    for t in reversed(range(R)):
+        next_value = values[:, t + 1] if t + 1 < R else torch.zeros_like(last)  # V_{t+1}
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # TD error at t
+        last = delta + gamma * lam * last
+        advantages[:, t] = last
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def kl_rewards(logprobs, ref_logprobs, scores, mask, kl_coef):
+    """
+    Per-token reward: r_t = -beta * (log pi(a_t) - log pi_SFT(a_t)) on every response token,
+    plus the sequence's score on its LAST response token. logprobs, ref_logprobs, mask: (B, R);
+    scores: (B,). Returns (rewards (B, R), kl (B, R) = the k1 estimate per token).
+    """
+    kl = (logprobs - ref_logprobs) * mask  # (B, R) k1: log pi - log pi_ref
+    rewards = -kl_coef * kl  # (B, R)
+    last = last_token_index(mask)  # (B,) last response token of each row
+    rewards[torch.arange(len(scores)), last] += scores  # the RM's verdict arrives at the end
+    return rewards * mask, kl
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange):
+    """
+    PPO's clipped surrogate. ratio = pi_new / pi_old per token; the loss is the worse
+    (larger) of -A * ratio and -A * clip(ratio, 1 - eps, 1 + eps): once the ratio moves past
+    the clip in the direction that helps, the gradient is exactly zero.
+    Returns (pg_loss, clipfrac, approxkl, ratio).
+    """
+    log_ratio = (logprobs - old_logprobs) * mask  # (B, R)
+    ratio = torch.exp(log_ratio)  # (B, R), exactly 1 on the first minibatch of the first epoch
+    pg_losses = -advantages * ratio
+    pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
+    clipfrac = masked_mean((pg_losses2 > pg_losses).float(), mask)  # where the clip is active
+    approxkl = 0.5 * masked_mean(log_ratio**2, mask)
+    return pg_loss, clipfrac, approxkl, ratio
+
+
+def value_loss(vpred, old_values, returns, mask, cliprange_value):
+    """Clipped value loss: 0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped within
+    cliprange_value of the value at rollout time."""
+    vclipped = old_values + torch.clamp(vpred - old_values, -cliprange_value, cliprange_value)
+    vf_losses = torch.max((vpred - returns) ** 2, (vclipped - returns) ** 2)
+    vf_clipfrac = masked_mean(((vpred - returns) ** 2 < (vclipped - returns) ** 2).float(), mask)
+    return 0.5 * masked_mean(vf_losses, mask), vf_clipfrac
+
+
+def k3(logprobs, ref_logprobs):
+    """k3 = (ratio - 1) - log ratio with ratio = pi_ref / pi: unbiased for KL(pi || pi_ref)
+    like k1 = log pi - log pi_ref, but never negative, with lower variance (Schulman 2020)."""
+    log_r = ref_logprobs - logprobs
+    return torch.exp(log_r) - 1 - log_r
+
+
+class AdaptiveKLController:
+    """Ziegler et al. 2019: nudge beta so the KL per response tracks a target."""
+
+    def __init__(self, init, target, horizon):
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current_kl, n_steps):
+        error = max(-0.2, min(0.2, current_kl / self.target - 1))  # proportional, clipped
+        self.value *= 1 + error * n_steps / self.horizon
+
+
+# -----------------------------------------------------------------------------
+# one PPO iteration
+
+
+def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_coef, generator,
+                  ptx_stream=None):
+    """
+    Steps 2-7 for one batch of prompts (lists of token ids). reward_fn(out) -> (B,) scores
+    for the rollout dict `out` of model.generate. Returns (stats dict, rollout dict).
+    """
+    device = next(policy.parameters()).device
+    dev = device.type
+
+    # 2. rollout: the policy answers each prompt, stopping at EOS
+    policy.eval()
+    with torch.no_grad(), autocast(dev):
+        out = generate(policy, prompt_ids, cfg.max_new_tokens, tok.eot_id, tok.pad_id,
+                       temperature=cfg.temperature, generator=generator)
+    tokens, attn, P = out["tokens"], out["attn_mask"], out["prompt_len"]  # (B, T), (B, T), int
+    mask = out["response_mask"].float()  # (B, R)
+
+    with torch.no_grad(), autocast(dev):
+        # 3. score: RM at the last token; the EOS trick for responses that ran out of room
+        scores = reward_fn(out).float()  # (B,)
+        rm_raw = scores.clone()
+        scores = torch.where(out["ended"], scores, torch.full_like(scores, cfg.no_eos_penalty))
+        # recompute log-probs with a forward pass, at the SAME temperature as sampling
+        logprobs = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
+        ref_logprobs = response_logprobs(ref, tokens, attn, P, cfg.temperature).float()  # (B, R)
+        # V(s_t) for the state before response token t: same off-by-one as the log-probs
+        values = value(tokens, attn)[:, P - 1 : -1].float()  # (B, R)
+
+    # 4. per-token KL penalty; RM score added at the last response token
+    rewards, kl = kl_rewards(logprobs, ref_logprobs, scores, mask, kl_coef)  # (B, R) each
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+
+    # 5. GAE and returns (gamma = 1: the bandit has no discount), advantages whitened
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)  # (B, R) each
+    advantages = masked_whiten(advantages, mask)
+
+    # 6. PPO epochs over shuffled minibatches
+    policy.train()  # dropout is 0 in the PPO config, so train() only matters for correctness of intent
+    B = len(prompt_ids)
+    agg = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy", "ptx_loss", "vf_clipfrac",
+                           "ratio_max")}
+    for epoch in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,)))))
+        for s in range(0, B, cfg.minibatch_size):
+            idx = perm[s : s + cfg.minibatch_size].to(device)
+            mb_mask = mask[idx]
+            with autocast(dev):
+                new_logprobs, entropy = response_logprobs(policy, tokens[idx], attn[idx], P, cfg.temperature,
+                                                          return_entropy=True)
+                vpred = value(tokens[idx], attn[idx])[:, P - 1 : -1].float()
+            pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), logprobs[idx], advantages[idx],
+                                                             mb_mask, cfg.cliprange)
+            vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, cfg.cliprange_value)
+            ent = masked_mean(entropy, mb_mask)
+            loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
+
+            # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
+            ptx_loss = torch.zeros((), device=device)
+            if cfg.ptx_coef > 0 and ptx_stream is not None:
+                x, y = get_batch(ptx_stream, cfg.ptx_batch_size, cfg.ptx_ctx, generator_cpu(generator))
+                with autocast(dev):
+                    _, ptx_loss = policy(x.to(device), y.to(device))
+                loss = loss + cfg.ptx_coef * ptx_loss
+
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss (pg {pg_loss.item()}, vf {vf_loss.item()}, "
+                                         f"ptx {ptx_loss.item()})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+            opt.step()
+            for k, v in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", clipfrac), ("approxkl", approxkl),
+                         ("entropy", ent), ("ptx_loss", ptx_loss), ("vf_clipfrac", vf_clipfrac),
+                         ("ratio_max", (ratio * mb_mask).max())):
+                agg[k].append(v.item())
+
+    # diagnostics, gold-free: what a practitioner without a gold judge can see
+    n = mask.sum(1).clamp(min=1)  # (B,) response lengths
+    var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    explained_var = 1 - masked_mean((returns - values) ** 2, mask) / var_returns.clamp(min=1e-8)
+    stats = dict(
+        score=scores.mean().item(),
+        rm_score=rm_raw.mean().item(),
+        kl=(kl.sum(1)).mean().item(),  # k1 per response
+        kl_k3=(k3(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
+        reward=(rewards.sum(1)).mean().item(),
+        pg_loss=sum(agg["pg_loss"]) / len(agg["pg_loss"]),
+        vf_loss=sum(agg["vf_loss"]) / len(agg["vf_loss"]),
+        clipfrac=sum(agg["clipfrac"]) / len(agg["clipfrac"]),
+        approxkl=sum(agg["approxkl"]) / len(agg["approxkl"]),
+        entropy=sum(agg["entropy"]) / len(agg["entropy"]),
+        explained_var=explained_var.item(),
+        resp_len=n.mean().item(),
+        eos_rate=out["ended"].float().mean().item(),
+        ptx_loss=sum(agg["ptx_loss"]) / len(agg["ptx_loss"]),
+        ratio_max=max(agg["ratio_max"]),
+        kl_coef=kl_coef,
+        sample_lp_err=((out["logprobs"] - logprobs).abs() * mask).max().item(),
+    )
+    out.update(scores=scores, kl=kl, logprobs_recomputed=logprobs)
+    return stats, out
+
+
+def generator_cpu(g):
+    """A CPU generator for data sampling, seeded from the rollout generator's stream."""
+    return torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=g, device=g.device)))
+
+
+def check_health(stats, it):
+    """Warn loudly about the classic RLHF bugs; returns the warnings."""
+    warn = []
+    if stats["kl"] < -0.5:
+        warn.append(f"iter {it}: mean KL is negative ({stats['kl']:.3f}): the sampling settings and the log-prob "
+                    "recomputation disagree (temperature? top-k/top-p? dropout on? different padding/positions?)")
+    if stats["ratio_max"] > 10:
+        warn.append(f"iter {it}: PPO ratio reached {stats['ratio_max']:.1f}: the learning rate is too high or the "
+                    "old log-probs are stale")
+    if stats["sample_lp_err"] > 1e-2:
+        warn.append(f"iter {it}: sampled and recomputed log-probs differ by {stats['sample_lp_err']:.3g}")
+    return warn
+
+
+# -----------------------------------------------------------------------------
+
+
+def main():
+    cfg = parse_config(PPOConfig())
+    if cfg.value_init not in ("rm", "zero"):
+        die(f"--value_init must be 'rm' or 'zero', got {cfg.value_init!r}", 2)
+    if cfg.batch_size % cfg.minibatch_size:
+        die(f"--batch_size ({cfg.batch_size}) must be divisible by --minibatch_size ({cfg.minibatch_size})", 2)
+    print_config(cfg)
+    device = get_device(cfg.device)
+    print(f"device {device} | precision {precision_name(device)}")
+    seed_everything(cfg.seed)
+
+    # models: policy (trained), reference (frozen SFT), reward model (frozen), value function
+    policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)  # dropout off in PPO
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    rm, rm_ckpt = load_reward_model(cfg.rm, device)
+    rm.requires_grad_(False)
+    if cfg.value_init == "rm":  # the paper: value function initialised from the reward model
+        value = copy.deepcopy(rm).train().requires_grad_(True)
+    else:  # a zero-initialised head sharing the policy's trunk
+        value = ScalarModel(GPTConfig(**asdict(policy.config))).to(device)
+        value.trunk = policy
+        torch.nn.init.zeros_(value.head.weight)
+    params = list({id(p): p for p in list(policy.parameters()) + list(value.parameters())}.values())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)
+    ema = copy.deepcopy(policy).requires_grad_(False) if cfg.ema > 0 else None
+    print(f"policy {policy.num_params() / 1e6:.2f}M params | RM demonstration mean {rm_ckpt.get('demo_mean', 0):.3f} "
+          f"| value from {cfg.value_init}")
+
+    try:
+        recs = load_prompts(cfg.prompts)
+        ptx_stream = encode_docs(tok, read_corpus(cfg.ptx_data)) if cfg.ptx_coef > 0 else None
+    except DataError as e:
+        die(str(e))
+    max_prompt = policy.config.block_size - cfg.max_new_tokens
+    recs = [r for r in recs if len(render(tok, r["prompt"])[0]) <= max_prompt]
+    if not recs:
+        die(f"{cfg.prompts}: no prompt fits in {max_prompt} tokens")
+    print(f"data: {len(recs)} PPO prompts" + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else ""))
+
+    def reward_fn(out):
+        return rm_scores(rm, out["tokens"], out["attn_mask"])
+
+    kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else None
+    kl_coef = cfg.kl_coef
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    start, history = 0, []
+    if cfg.resume and os.path.isfile(cfg.out):
+        ck = load_checkpoint(cfg.out, device)
+        if ck.get("stage") != "ppo":
+            die(f"{cfg.out}: not a PPO checkpoint")
+        policy.load_state_dict(ck["train_policy"])
+        value.load_state_dict(ck["value_model"])
+        opt.load_state_dict(ck["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(ck["model"])
+        set_rng_state(ck["rng"])
+        gen.set_state(ck["gen_state"])
+        rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in ck["py_rng"]))
+        start, history, kl_coef = ck["iter"], ck["history"], ck["kl_coef"]
+        if kl_ctl:
+            kl_ctl.value = kl_coef
+        print(f"resumed from {cfg.out} at iteration {start}")
+    log_path = os.path.splitext(cfg.out)[0] + "_log.jsonl"
+
+    t0 = time.time()
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="ppo", dynamic_ncols=True)
+    for it in bar:
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (1 - it / cfg.iters)  # linear decay to 0
+
+        # 1. sample a batch of prompts
+        batch = rng.sample(recs, min(cfg.batch_size, len(recs)))
+        prompt_ids = [render(tok, r["prompt"])[0] for r in batch]
+        try:
+            stats, out = ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_coef, gen,
+                                       ptx_stream)
+        except FloatingPointError as e:
+            die(f"iteration {it + 1}: {e}; stopping. The last good checkpoint is {cfg.out}")
+        if not all(math.isfinite(v) for v in stats.values()):
+            die(f"iteration {it + 1}: non-finite statistics {stats}; the last good checkpoint is {cfg.out}")
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), policy.parameters()):
+                    pe.lerp_(p, 1 - cfg.ema)
+        if kl_ctl:
+            kl_ctl.update(stats["kl"], len(batch))
+            kl_coef = kl_ctl.value
+
+        # measurement only: the noise-free gold judge (PPO never sees it)
+        texts = [tok.decode([t for t, m in zip(r, mk) if m and t != tok.eot_id])
+                 for r, mk in zip(out["response"].tolist(), out["response_mask"].tolist())]
+        stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
+        stats["iter"], stats["elapsed_s"] = it + 1, time.time() - t0
+        history.append(stats)
+        with open(log_path, "a" if it else "w") as f:
+            f.write(json.dumps(stats) + "\n")
+        bar.write(log_line(it + 1, cfg.iters, **{k: stats[k] for k in (
+            "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy",
+            "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold")}))
+        for w in check_health(stats, it + 1):
+            bar.write("WARNING " + w)
+        if (it + 1) % cfg.sample_interval == 0 or it == 0:
+            for i in range(2):
+                bar.write(f"  [{batch[i]['category']}] {batch[i]['prompt'][:70]!r}\n    -> {texts[i]!r} "
+                          f"(score {out['scores'][i].item():+.2f}, kl {out['kl'][i].sum().item():.2f}, "
+                          f"gold {judge(batch[i], texts[i])['score']:.2f})")
+
+        # atomic checkpoint after every good iteration: an interrupted run loses at most one
+        save_checkpoint(dict(stage="ppo", model=(ema or policy).state_dict(), train_policy=policy.state_dict(),
+                             model_config=asdict(policy.config), tokenizer=tok.to_dict(), config=asdict(cfg),
+                             value_model=value.state_dict(), optimizer=opt.state_dict(), iter=it + 1,
+                             kl_coef=kl_coef, history=history, rng=rng_state(), gen_state=gen.get_state(),
+                             py_rng=rng.getstate()), cfg.out)
+    bar.close()
+    if history:
+        h0, h1 = history[0], history[-1]
+        print(f"done in {time.time() - t0:.0f}s: RM score {h0['score']:+.3f} -> {h1['score']:+.3f} | "
+              f"KL {h1['kl']:.3f} | gold {h0['gold']:.3f} -> {h1['gold']:.3f} | saved {cfg.out}, log {log_path}")
+
+
+if __name__ == "__main__":
+    main()

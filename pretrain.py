@@ -1,0 +1,268 @@
+"""
+Step 0: pretrain the base model -- our stand-in for GPT-3.
+
+A GPT learns to continue web-like text: it will know the world's facts, and it will NOT
+follow instructions (ask it a question and it writes the rest of a forum thread).
+
+    python pretrain.py                                   # default world, size "small" (~1M params)
+    python pretrain.py --size=large --out=out/base_large.pt --tokenizer=out/tokenizer.tiktoken
+    python pretrain.py --data=my.txt --heldout= --probes= --out=out/my_base.pt   # your own text
+    python pretrain.py --resume=True                     # continue an interrupted run
+
+Text format: documents separated by an empty line; each document ends with <|endoftext|>
+and documents are packed into one token stream that we cut random windows from.
+
+Deviations from the paper (GPT-3 is 175B parameters trained on 300B tokens):
+1. Models of 0.3-3M parameters trained for a few minutes on a few MB of synthetic text.
+2. Our own byte-level BPE (2k ranks) trained on the corpus, instead of GPT-2's 50k.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
+                    print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
+from data import DataError, read_corpus
+from model import GPT, GPTConfig, generate
+from tokenizer import Tokenizer, load_ranks, save_ranks, train_bpe
+
+# model sizes (layers, heads, width): "large" is our "175B", "small" our "1.3B"
+SIZES = {
+    "tiny": (2, 2, 64),  # ~0.3M params: tests and --quick
+    "small": (4, 4, 128),  # ~1M
+    "large": (6, 6, 192),  # ~3M
+}
+
+
+@dataclass
+class PretrainConfig:
+    data: str = "data/world/corpus_train.txt"  # training text, documents separated by an empty line
+    heldout: str = "data/world/corpus_heldout.txt"  # held-out text ("" = the last 5% of --data's documents)
+    probes: str = "data/world/probes.jsonl"  # fact-completion probes {"prefix", "answer"} ("" = none)
+    tokenizer: str = ""  # tiktoken ranks file to use; "" = train one on --data, saved next to --out
+    vocab_size: int = 2048  # BPE ranks to train when --tokenizer is ""
+    out: str = "out/base.pt"  # checkpoint path
+    size: str = "small"  # one of SIZES
+    block_size: int = 256  # context length of the model (positions)
+    train_ctx: int = 128  # length of the training windows (<= block_size)
+    dropout: float = 0.0
+    batch_size: int = 16
+    max_iters: int = 1200
+    lr: float = 2e-3  # peak learning rate
+    min_lr: float = 2e-4  # cosine decays to this
+    warmup_iters: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 200  # validate, print samples and checkpoint every N steps
+    eval_batches: int = 20
+    log_interval: int = 50
+    seed: int = 1337
+    device: str = "auto"  # auto = cuda > mps > cpu
+    compile: bool = False  # torch.compile the model (CUDA)
+    resume: bool = False  # continue from --out if it exists
+
+
+def lr_at(it, cfg):
+    """Linear warmup, then cosine decay from lr to min_lr at max_iters."""
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / cfg.warmup_iters
+    frac = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * (cfg.lr - cfg.min_lr)
+
+
+def encode_docs(tok, docs):
+    """documents -> one long tensor of tokens, each document followed by <|endoftext|>."""
+    ids = []
+    for d in docs:
+        ids.extend(tok.encode(d))
+        ids.append(tok.eot_id)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def get_batch(stream, batch_size, ctx, generator):
+    """Random windows of ctx + 1 tokens -> (x, y) each (B, ctx); y is x shifted by one."""
+    ix = torch.randint(len(stream) - ctx - 1, (batch_size,), generator=generator)
+    x = torch.stack([stream[i : i + ctx] for i in ix])
+    y = torch.stack([stream[i + 1 : i + ctx + 1] for i in ix])
+    return x, y
+
+
+@torch.no_grad()
+def heldout_loss(model, stream, ctx, batch_size, n_batches, device):
+    """Mean next-token loss on fixed, evenly spaced windows of a held-out stream."""
+    model.eval()
+    starts = torch.linspace(0, len(stream) - ctx - 2, n_batches * batch_size).long()
+    losses = []
+    for b in range(n_batches):
+        ix = starts[b * batch_size : (b + 1) * batch_size]
+        x = torch.stack([stream[i : i + ctx] for i in ix]).to(device)
+        y = torch.stack([stream[i + 1 : i + ctx + 1] for i in ix]).to(device)
+        with autocast(device):
+            _, loss = model(x, y)
+        losses.append(loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def load_probes(path):
+    probes = []
+    if not os.path.isfile(path):
+        die(f"probes file '{path}' not found")
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                assert isinstance(rec["prefix"], str) and isinstance(rec["answer"], str) and rec["answer"].strip()
+            except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
+                die(f"{path}:{lineno}: expected {{\"prefix\": str, \"answer\": non-empty str}}")
+            probes.append(rec)
+    return probes
+
+
+@torch.no_grad()
+def probe_accuracy(model, tok, probes, device, batch_size=64):
+    """
+    Fact completion: greedy-continue "<|endoftext|>" + prefix and check that the text
+    starts with the answer (whitespace-normalised). Our "public NLP benchmark" for the
+    alignment tax. Returns (accuracy, list of (prefix, answer, completion)).
+    """
+    model.eval()
+    hits, rows = 0, []
+    for i in range(0, len(probes), batch_size):
+        chunk = probes[i : i + batch_size]
+        prompts = [[tok.eot_id] + tok.encode(p["prefix"]) for p in chunk]
+        n_new = max(len(tok.encode(" " + p["answer"])) for p in chunk) + 1
+        with autocast(device):
+            out = generate(model, prompts, n_new, tok.eot_id, tok.pad_id, temperature=0)
+        for p, r in zip(chunk, out["response"].tolist()):
+            text = tok.decode([t for t in r if t not in (tok.eot_id, tok.pad_id)])
+            ok = " ".join(text.split()).startswith(" ".join(p["answer"].split()))
+            hits += ok
+            rows.append((p["prefix"], p["answer"], text))
+    model.train()
+    return hits / max(1, len(probes)), rows
+
+
+def get_tokenizer(cfg, docs):
+    if cfg.tokenizer:
+        if not os.path.isfile(cfg.tokenizer):
+            die(f"--tokenizer: file '{cfg.tokenizer}' not found")
+        return Tokenizer(load_ranks(cfg.tokenizer)), cfg.tokenizer
+    t0 = time.time()
+    ranks = train_bpe("\n\n".join(docs), cfg.vocab_size)
+    path = os.path.join(os.path.dirname(cfg.out) or ".", "tokenizer.tiktoken")
+    save_ranks(ranks, path)
+    print(f"trained a {len(ranks)}-rank BPE tokenizer in {time.time() - t0:.1f}s -> {path}")
+    return Tokenizer(ranks), path
+
+
+def main():
+    cfg = parse_config(PretrainConfig())
+    if cfg.size not in SIZES:
+        die(f"--size must be one of {list(SIZES)}, got {cfg.size!r}", 2)
+    if cfg.train_ctx > cfg.block_size:
+        die(f"--train_ctx ({cfg.train_ctx}) must be <= --block_size ({cfg.block_size})", 2)
+    print_config(cfg)
+    device = get_device(cfg.device)
+    print(f"device {device} | precision {precision_name(device)}")
+    seed_everything(cfg.seed)
+
+    # data -------------------------------------------------------------------------------
+    try:
+        docs = read_corpus(cfg.data)
+        held_docs = read_corpus(cfg.heldout) if cfg.heldout else None
+    except DataError as e:
+        die(str(e))
+    if held_docs is None:  # own text without a held-out file: keep the last 5% aside
+        cut = max(1, len(docs) // 20)
+        docs, held_docs = docs[:-cut], docs[-cut:]
+    tok, tok_path = get_tokenizer(cfg, docs)
+    stream, held = encode_docs(tok, docs), encode_docs(tok, held_docs)
+    if len(stream) <= cfg.train_ctx + 1 or len(held) <= cfg.train_ctx + 1:
+        die(f"{cfg.data}: too little text ({len(stream)} train / {len(held)} held-out tokens) "
+            f"for windows of {cfg.train_ctx} tokens")
+    print(f"data: {len(docs)} docs, {len(stream):,} train tokens, {len(held):,} held-out tokens, "
+          f"vocab {tok.vocab_size}")
+    probes = load_probes(cfg.probes) if cfg.probes else []
+
+    # model + optimizer ------------------------------------------------------------------
+    n_layer, n_head, n_embd = SIZES[cfg.size]
+    mcfg = GPTConfig(block_size=cfg.block_size, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head,
+                     n_embd=n_embd, dropout=cfg.dropout)
+    model = GPT(mcfg).to(device)
+    opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
+    gen = torch.Generator().manual_seed(cfg.seed)  # drives batch sampling; saved for exact resume
+    step = 0
+    if cfg.resume and os.path.isfile(cfg.out):
+        ckpt = load_checkpoint(cfg.out, device)
+        if ckpt.get("stage") != "pretrain":
+            die(f"{cfg.out} is a '{ckpt.get('stage')}' checkpoint, not a pretrain checkpoint")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["data_rng"])
+        set_rng_state(ckpt["rng"])
+        step = ckpt["step"]
+        print(f"resumed from {cfg.out} at step {step}")
+    print(f"model: {model.num_params() / 1e6:.2f}M parameters ({cfg.size}: {n_layer} layers, {n_head} heads, "
+          f"width {n_embd})")
+    fwd = torch.compile(model) if cfg.compile else model
+
+    def checkpoint(step, val):
+        save_checkpoint(dict(stage="pretrain", model=model.state_dict(), model_config=asdict(mcfg),
+                             config=asdict(cfg), optimizer=opt.state_dict(), step=step, rng=rng_state(),
+                             data_rng=gen.get_state(), tokenizer=tok.to_dict(), val_loss=val), cfg.out)
+
+    # training loop ----------------------------------------------------------------------
+    t0, val = time.time(), float("nan")
+    model.train()
+    bar = tqdm(range(step, cfg.max_iters), initial=step, total=cfg.max_iters, desc="pretrain", dynamic_ncols=True)
+    for it in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, cfg)
+        x, y = get_batch(stream, cfg.batch_size, cfg.train_ctx, gen)
+        with autocast(device):
+            _, loss = fwd(x.to(device), y.to(device))
+        if not torch.isfinite(loss):
+            die(f"loss is {loss.item()} at step {it}; last good checkpoint: {cfg.out}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step = it + 1
+        if step % cfg.log_interval == 0 or step == cfg.max_iters:
+            tps = (step - bar.initial) * cfg.batch_size * cfg.train_ctx / (time.time() - t0)
+            bar.write(log_line(step, cfg.max_iters, loss=loss.item(), lr=lr_at(it, cfg), grad_norm=norm.item(),
+                               tok_per_s=int(tps)))
+        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
+            val = heldout_loss(model, held, cfg.train_ctx, cfg.batch_size, cfg.eval_batches, device)
+            bar.write(log_line(step, cfg.max_iters, val_loss=val))
+            checkpoint(step, val)
+    bar.close()
+
+    # report -----------------------------------------------------------------------------
+    elapsed = time.time() - t0
+    print(f"done: {step} steps in {elapsed:.0f}s | held-out loss {val:.4f} | saved {cfg.out}")
+    if probes:
+        acc, rows = probe_accuracy(model, tok, probes, device)
+        print(f"fact-completion accuracy: {acc * 100:.1f}% of {len(probes)} probes")
+        for prefix, answer, got in rows[:3]:
+            print(f"  {prefix!r} -> {got.strip()!r} (answer {answer!r})")
+    print("samples (temperature 0.8):")
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(0) if device != "mps" else None
+    with autocast(device):
+        out = generate(model, [[tok.eot_id]] * 3, 60, tok.eot_id, tok.pad_id, temperature=0.8, generator=g)
+    for r in out["response"].tolist():
+        print("  ---", tok.decode([t for t in r if t not in (tok.eot_id, tok.pad_id)]).replace("\n", " / "))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""
+Step 2: the reward model (RM), trained on ranked comparisons -- paper Section 3.5.
+
+RM = the SFT trunk with its unembedding replaced by a scalar head; the score of
+(prompt, response) is the head's value at the last real token (the EOT). A labeler ranked
+K responses to one prompt; every one of the C(K,2) pairs says "y_w beat y_l", and
+
+    loss = - 1/C(K,2) * sum over pairs of log sigmoid( r(x, y_w) - r(x, y_l) )
+
+All C(K,2) pairs of one prompt form ONE batch element, computed from K forward passes
+(not C(K,2)): batching per prompt is cheaper, and shuffling pairs across the dataset made
+the paper's RM overfit within one epoch (try --group_pairs=False to see it).
+
+    python reward.py                                     # out/sft.pt + out/comparisons.jsonl -> out/rm.pt
+    python reward.py --epochs=1 --max_comparisons=64     # tiny
+    python reward.py --data=my_rankings.jsonl            # your own {prompt, responses, ranking}
+
+After training, the head's bias is shifted so the demonstrations score mean 0 (the loss
+is shift-invariant; this pins the shift). The bias lives in the checkpoint: PPO needs
+nothing else.
+
+Deviations from the paper:
+1. The paper's RM is 6B, trained 1 epoch at LR 9e-6, batch 64 prompts; ours is the tiny
+   SFT model, a few epochs at a larger LR (tiny models, few comparisons).
+2. Comparisons come from simulated labelers (data/labelers.py), so we can also report the
+   RM's correlation with the noise-free gold score.
+"""
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
+                    print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
+from data import DataError, load_comparisons, load_demonstrations
+from data.labelers import judge
+from model import ScalarModel, GPTConfig
+from sft import load_policy, rm_batch, rm_scores
+from tokenizer import render
+
+
+@dataclass
+class RewardConfig:
+    init: str = "out/sft.pt"  # the SFT policy whose trunk the RM starts from
+    data: str = "out/comparisons.jsonl"  # {prompt, responses[K], ranking (best first), labeler}
+    val: str = "out/comparisons_val.jsonl"  # held-out prompts, training labelers ("" = none)
+    val_heldout: str = "out/comparisons_val_heldout.jsonl"  # same prompts, held-out labelers ("" = none)
+    demos: str = "data/world/sft.jsonl"  # demonstrations: their mean score is set to 0 after training
+    out: str = "out/rm.pt"
+    epochs: int = 2
+    batch_size: int = 8  # prompts per step (each with K responses and C(K,2) pairs)
+    lr: float = 3e-4  # peak; linear decay to 0 (Ziegler et al.)
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    group_pairs: bool = True  # True: all C(K,2) pairs of a prompt in one element (paper); False: shuffle pairs
+    max_comparisons: int = 0  # use only the first N comparisons (0 = all)
+    log_interval: int = 20
+    seed: int = 1337
+    device: str = "auto"
+    resume: bool = False
+
+
+def ranked_pairs(ranking):
+    """ranking (best first) -> all C(K,2) (winner, loser) index pairs.
+    ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
+    return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]
+
+
+def comparison_loss(scores, groups):
+    """
+    The paper's loss, the one routine this file exists for.
+
+    scores: (N,) RM scores of all responses in the batch, prompt after prompt.
+    groups: per prompt, (offset of its first response in `scores`, its ranking best first).
+    Returns (mean over prompts of the per-prompt loss, pair accuracy).
+
+    For one prompt with K responses: K scores (one forward pass each, already done),
+    C(K,2) pairwise differences r_w - r_l, loss = -mean log sigmoid(r_w - r_l). The mean is
+    the 1/C(K,2) normaliser: a prompt with 9 responses weighs as much as one with 4.
+    """
+    losses, correct, total = [], 0, 0
+    for offset, ranking in groups:
+        pairs = torch.tensor(ranked_pairs(ranking), device=scores.device) + offset  # (C, 2) absolute indices
+        diff = scores[pairs[:, 0]] - scores[pairs[:, 1]]  # (C,) r(x, y_w) - r(x, y_l)
+        losses.append(-F.logsigmoid(diff).mean())  # -1/C(K,2) * sum log sigmoid
+        correct += (diff > 0).sum().item()
+        total += len(diff)
+    return torch.stack(losses).mean(), correct / max(1, total)
+
+
+def pairwise_loss(scores_w, scores_l):
+    """The shuffled-pairs variant: each element is one (winner, loser) pair."""
+    diff = scores_w - scores_l  # (B,)
+    return -F.logsigmoid(diff).mean(), (diff > 0).float().mean().item()
+
+
+@torch.no_grad()
+def score_texts(rm, tok, prompts, responses, device, batch_size=64):
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        with autocast(device):
+            ids, attn = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
+            out.append(rm_scores(rm, ids, attn).float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def evaluate_comparisons(rm, tok, comps, device):
+    """Pair accuracy of the RM against the labelers' rankings, and the mean loss."""
+    rm.eval()
+    prompts = [c["prompt"] for c in comps for _ in c["responses"]]
+    responses = [r for c in comps for r in c["responses"]]
+    scores = score_texts(rm, tok, prompts, responses, device)
+    groups, off = [], 0
+    for c in comps:
+        groups.append((off, c["ranking"]))
+        off += len(c["responses"])
+    loss, acc = comparison_loss(scores, groups)
+    rm.train()
+    return acc, loss.item()
+
+
+def pearson(a, b):
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum().item() / max(1e-12, math.sqrt((a * a).sum().item() * (b * b).sum().item()))
+
+
+def main():
+    cfg = parse_config(RewardConfig())
+    print_config(cfg)
+    device = get_device(cfg.device)
+    print(f"device {device} | precision {precision_name(device)}")
+    seed_everything(cfg.seed)
+
+    # 1. RM = SFT trunk + a fresh scalar head (the SFT unembedding is simply not used)
+    policy, tok, _ = load_policy(cfg.init, device, dropout=0.0)
+    rm = ScalarModel(GPTConfig(**asdict(policy.config))).to(device)
+    rm.trunk.load_state_dict(policy.state_dict())
+    del policy
+    count = lambda p, r: len(render(tok, p, r)[0])
+    maxlen = rm.trunk.config.block_size
+    try:
+        comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
+        val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []
+        val_h = load_comparisons(cfg.val_heldout, max_tokens=maxlen, count_tokens=count) if cfg.val_heldout else []
+        demos = load_demonstrations(cfg.demos, max_tokens=maxlen, count_tokens=count) if cfg.demos else []
+    except DataError as e:
+        die(str(e))
+    if cfg.max_comparisons:
+        comps = comps[: cfg.max_comparisons]
+    n_pairs = sum(math.comb(len(c["responses"]), 2) for c in comps)
+    print(f"data: {len(comps)} ranked prompts, {n_pairs} pairs; val {len(val)} (training labelers), "
+          f"{len(val_h)} (held-out labelers)")
+
+    # 2. batches: whole prompts (paper) or shuffled single pairs (the ablation)
+    rng = random.Random(cfg.seed)
+    if cfg.group_pairs:
+        items = list(range(len(comps)))
+    else:
+        items = [(i, w, l) for i, c in enumerate(comps) for w, l in ranked_pairs(c["ranking"])]
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = rm.trunk.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
+    opt.add_param_group({"params": list(rm.head.parameters()), "weight_decay": 0.0})
+    epoch, step, history = 0, 0, []
+    last = cfg.out + ".last"
+    if cfg.resume and os.path.isfile(last):
+        ck = load_checkpoint(last, device)
+        rm.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        epoch, step, history = ck["epoch"], ck["step"], ck["history"]
+        rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in ck["py_rng"]))
+        print(f"resumed from {last} after epoch {epoch}")
+
+    t0 = time.time()
+    rm.train()
+    while epoch < cfg.epochs:
+        rng.shuffle(items)
+        bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        for b in bar:
+            chunk = items[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            lr = cfg.lr * min((step + 1) / cfg.warmup_steps, 1 - step / total)  # warmup, then linear to 0
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(device):
+                if cfg.group_pairs:
+                    # K forward passes per prompt, all prompts of the batch in one padded forward
+                    prompts = [comps[i]["prompt"] for i in chunk for _ in comps[i]["responses"]]
+                    responses = [r for i in chunk for r in comps[i]["responses"]]
+                    ids, attn = rm_batch(tok, prompts, responses, device)
+                    scores = rm_scores(rm, ids, attn)  # (N,)
+                    groups, off = [], 0
+                    for i in chunk:
+                        groups.append((off, comps[i]["ranking"]))
+                        off += len(comps[i]["responses"])
+                    loss, acc = comparison_loss(scores.float(), groups)
+                else:
+                    prompts = [comps[i]["prompt"] for i, _, _ in chunk]
+                    ids, attn = rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in chunk] +
+                                         [comps[i]["responses"][l] for i, _, l in chunk], device)
+                    s = rm_scores(rm, ids, attn).float()
+                    loss, acc = pairwise_loss(s[: len(chunk)], s[len(chunk) :])
+            if not torch.isfinite(loss):
+                die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            if step % cfg.log_interval == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+        epoch += 1
+        tr_acc, tr_loss = evaluate_comparisons(rm, tok, comps[:500], device)
+        v_acc, v_loss = evaluate_comparisons(rm, tok, val, device) if val else (float("nan"),) * 2
+        history.append(dict(epoch=epoch, train_acc=tr_acc, train_loss=tr_loss, val_acc=v_acc, val_loss=v_loss))
+        print(log_line(epoch, cfg.epochs, train_loss=tr_loss, train_acc=tr_acc, val_loss=v_loss, val_acc=v_acc,
+                       elapsed_s=int(time.time() - t0)))
+        save_checkpoint(dict(stage="reward_partial", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
+                             optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
+                             step=step, history=history), last)
+
+    # 3. normalise: shift the head's bias so the labelers' demonstrations score mean 0
+    rm.eval()
+    if demos:
+        demo_scores = score_texts(rm, tok, [d["prompt"] for d in demos], [d["response"] for d in demos], device)
+        shift = demo_scores.mean().item()
+        with torch.no_grad():
+            rm.head.bias -= shift
+        demo_scores -= shift
+        stats = dict(demo_mean=demo_scores.mean().item(), demo_std=demo_scores.std().item(), bias_shift=shift)
+        print(f"normalised: demonstrations now score mean {stats['demo_mean']:.3f} (std {stats['demo_std']:.3f}); "
+              f"bias shifted by {-shift:+.3f}")
+    else:
+        stats = dict(demo_mean=float("nan"), demo_std=float("nan"), bias_shift=0.0)
+
+    # 4. report: accuracy vs training labelers, held-out labelers, and the gold correlation
+    report = {}
+    for name, cs in (("train_labelers", val), ("heldout_labelers", val_h)):
+        if cs:
+            report[f"acc_{name}"] = evaluate_comparisons(rm, tok, cs, device)[0]
+    if val:
+        prompts = [c["prompt"] for c in val for _ in c["responses"]]
+        responses = [r for c in val for r in c["responses"]]
+        scores = score_texts(rm, tok, prompts, responses, device).tolist()
+        if all("meta" in c for c in val):  # our collected comparisons carry the judge's metadata
+            gold = [judge(c, r)["score"] for c in val for r in c["responses"]]
+            report["gold_corr"] = pearson(scores, gold)
+    print("reward model on held-out prompts: " + " | ".join(f"{k} {v:.3f}" for k, v in report.items()))
+    print("  (paper: 72.4% within the training labelers' group, 69.6% on held-out labelers)")
+    save_checkpoint(dict(stage="reward", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
+                         config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, history=history,
+                         report=report, **stats), cfg.out)
+    print(f"saved {cfg.out} in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""
+Byte-level BPE tokenizer: train one (GPT-2 style), save it, and wrap it in tiktoken.
+
+Every stage of the pipeline (pretrain, SFT, reward model, PPO, evaluate) turns text into
+token ids through this file, and turns a (prompt, response) pair into ids + loss mask
+through exactly one function, `render()`. Keeping that in one place is the point: if SFT
+and PPO laid out a conversation differently, the policy would be trained on one format
+and sampled in another.
+
+Train a tokenizer (tiny, a few seconds on CPU / "for real", under a minute):
+
+    python tokenizer.py --input=data/tiny.txt --vocab_size=512 --out=out/tok.tiktoken
+    python tokenizer.py --input=data/corpus.txt --vocab_size=4096 --out=out/tok.tiktoken
+
+Use it:
+
+    from tokenizer import Tokenizer, render
+    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.gpt2()
+    ids, mask = render(tok, "What is 2+2?", " 4")
+
+Design, and deviations from GPT-2 / InstructGPT:
+1. Training (`train_bpe`) is ours, in pure Python; encoding/decoding is tiktoken's (Rust),
+   because that is what runs millions of times. The trainer outputs tiktoken's
+   "mergeable ranks" (bytes -> rank), so the two meet at a plain dict.
+2. The trainer pre-splits text with a stdlib-`re` approximation of GPT-2's split pattern
+   (stdlib `re` has no `\\p{L}`); tiktoken applies the true pattern at encode time. The
+   approximation can only change which merges get learned, never correctness: any byte
+   string is encodable because all 256 single bytes are ranks.
+3. Four special tokens sit outside the BPE ranks, right after the last rank:
+   <|endoftext|> (end of document / end of response), <|pad|>, <|user|>, <|assistant|>.
+   With GPT-2's ranks this puts <|endoftext|> at 50256, exactly where GPT-2 has it.
+4. `encode()` never produces special tokens: text typed by a user that happens to contain
+   "<|endoftext|>" is encoded as ordinary bytes. Only `render()` inserts control tokens.
+"""
+import base64
+import heapq
+import os
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import tiktoken
+
+from common import die, parse_config
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>"]
+
+# GPT-2's split pattern as tiktoken spells it ("r50k"/"gpt2"). The original from
+# openai/gpt-2 is  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+# tiktoken rewrote it with possessive quantifiers for speed; the splits are the same.
+# It says: contractions, then runs of letters, of digits, of other symbols (each may take
+# one leading space, which is why " the" is a token), then whitespace. BPE never merges
+# across these pieces, so "dog." can never become one token.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+# The same pattern in stdlib `re`, used only for training. `re` has no Unicode property
+# classes, so:  \p{L} (letter) ~ [^\W\d_] (word chars minus digits and underscore),
+# \p{N} (number) ~ \d, and "anything else but whitespace" ~ [^\s\w] or "_". On printable
+# ASCII the two agree exactly (tested); they differ on rarities such as combining marks,
+# "½", or control characters that Python counts as whitespace.
+GPT2_SPLIT_APPROX = re.compile(
+    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+)
+
+
+# -----------------------------------------------------------------------------
+# training: byte-level BPE
+
+def merge(ids, pair, new_id):
+    """Replace every occurrence of `pair` in `ids`, left to right, with `new_id`.
+    merge([1, 1, 1, 2], (1, 1), 9) -> [9, 1, 2]"""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, int]:
+    """Learn byte-level BPE ranks from `text`.
+
+    Returns tiktoken "mergeable ranks": {token bytes: rank}, ranks 0..vocab_size-1.
+    Ranks 0..255 are the single bytes in byte order; rank 256+k is the k-th merge.
+    Special tokens are not included (Tokenizer adds them on top).
+    """
+    if vocab_size < 257:
+        raise ValueError(f"vocab_size must be at least 257 (256 bytes + 1 merge), got {vocab_size}")
+
+    # The textbook algorithm (minbpe, tiktoken/_educational.py) is: start from the raw
+    # bytes, count every adjacent pair, merge the most frequent pair into a new token,
+    # repeat. Recounting all pairs after every merge is O(text) per merge: about an
+    # hour in Python for 4k merges on 3 MB. Two observations make it fast without changing the result:
+    #   (a) merges never cross pre-token boundaries, and a corpus of a million words has
+    #       only tens of thousands of *distinct* words. So we work on unique words, each
+    #       weighted by how often it occurs.
+    #   (b) a merge only changes the words that contain the merged pair. So we keep the
+    #       pair counts up to date incrementally and only revisit those words.
+
+    # 1. pre-tokenise and count unique words: {"the": 5123, " the": 40211, ...}
+    word_counts = Counter(GPT2_SPLIT_APPROX.findall(text))
+    # each word becomes a list of token ids; initially its utf-8 bytes (id == rank == byte)
+    words = [list(w.encode("utf-8")) for w in word_counts]
+    freqs = list(word_counts.values())
+
+    vocab = [bytes([i]) for i in range(256)]  # id -> token bytes (an id IS its rank)
+    ranks = {b: i for i, b in enumerate(vocab)}  # token bytes -> id
+
+    # 2. count every adjacent pair once, remembering which words contain it
+    pair_counts = defaultdict(int)  # (id, id) -> occurrences in the whole text
+    where = defaultdict(set)  # (id, id) -> indices of the unique words that contain it
+    for i, (w, f) in enumerate(zip(words, freqs)):
+        for pair in zip(w, w[1:]):
+            pair_counts[pair] += f
+            where[pair].add(i)
+
+    # 3. a max-heap of pairs (heapq is a min-heap, so counts are negated). Ties are broken
+    # by the pair's bytes, smallest first, so training is deterministic. When a pair's
+    # count changes we push a fresh entry and leave the old one in place ("lazy
+    # deletion"): when an entry is popped we check it against pair_counts and skip it
+    # if it is stale. That is far cheaper than re-scanning all pairs for the max.
+    heap = [(-c, vocab[a], vocab[b], (a, b)) for (a, b), c in pair_counts.items()]
+    heapq.heapify(heap)
+
+    n_merges = vocab_size - 256
+    while len(vocab) < vocab_size:
+        # 4. pop the most frequent pair, skipping stale entries
+        pair, count = None, 0
+        while heap:
+            neg_count, _, _, candidate = heapq.heappop(heap)
+            if pair_counts.get(candidate, 0) == -neg_count:
+                pair, count = candidate, -neg_count
+                break
+        if pair is None:
+            raise ValueError(
+                f"text too small: only {len(vocab) - 256} merges possible, "
+                f"{n_merges} needed for vocab_size={vocab_size}"
+            )
+
+        # 5. mint the new token. Its bytes are the concatenation of two existing tokens,
+        # both of lower rank: exactly what tiktoken needs to rebuild it by merging.
+        # Should the same bytes ever come from a different split (b"ab"+b"c" after
+        # b"a"+b"bc"), reuse that token: ranks are keyed by bytes, a duplicate would
+        # silently overwrite an entry and leave a hole in the ranks.
+        token = vocab[pair[0]] + vocab[pair[1]]
+        new_id = ranks.get(token)
+        if new_id is None:
+            new_id = len(vocab)
+            vocab.append(token)
+            ranks[token] = new_id
+            if verbose:
+                print(f"merge {new_id - 255}/{n_merges}: {vocab[pair[0]]!r} + {vocab[pair[1]]!r}"
+                      f" -> {token!r} ({count} occurrences)")
+
+        # 6. rewrite only the words that contain the pair: take all of the word's old
+        # pairs out of the counts, merge, put the new word's pairs back in. Pairs away
+        # from the merge go out and straight back in, which is simpler than working out
+        # exactly which neighbours changed, and costs little because words are short.
+        touched = set()
+        for i in where.pop(pair):
+            w, f = words[i], freqs[i]
+            for p in zip(w, w[1:]):
+                pair_counts[p] -= f
+                where[p].discard(i)
+                touched.add(p)
+            w = words[i] = merge(w, pair, new_id)
+            for p in zip(w, w[1:]):
+                pair_counts[p] += f
+                where[p].add(i)
+                touched.add(p)
+
+        # 7. forget pairs that no longer occur (the merged pair among them) and push the
+        # new counts of the others onto the heap
+        for p in touched:
+            c = pair_counts[p]
+            if c == 0:
+                del pair_counts[p]
+                where.pop(p, None)
+            else:
+                heapq.heappush(heap, (-c, vocab[p[0]], vocab[p[1]], p))
+
+    return ranks
+
+
+# -----------------------------------------------------------------------------
+# saving and loading: tiktoken's format, one "base64(token) rank" line per token
+
+def ranks_to_text(ranks: dict[bytes, int]) -> str:
+    return "".join(f"{base64.b64encode(t).decode('ascii')} {r}\n"
+                   for t, r in sorted(ranks.items(), key=lambda kv: kv[1]))
+
+
+def ranks_from_text(text: str) -> dict[bytes, int]:
+    ranks = {}
+    for line in text.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def save_ranks(ranks: dict[bytes, int], path: str) -> None:
+    # not tiktoken.load.dump_tiktoken_bpe: it needs the `blobfile` package.
+    # Write to a temp file then rename, so a crash never leaves a half-written tokenizer.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(ranks_to_text(ranks))
+    os.replace(tmp, path)
+
+
+def load_ranks(path: str) -> dict[bytes, int]:
+    # not tiktoken.load.load_tiktoken_bpe: it caches files in a temp dir keyed by their
+    # *path*, so after retraining into the same path it would hand back the old ranks.
+    with open(path, encoding="ascii") as f:
+        return ranks_from_text(f.read())
+
+
+# -----------------------------------------------------------------------------
+# the tokenizer every stage uses
+
+class Tokenizer:
+    """tiktoken.Encoding with our four special tokens, ids right after the last rank."""
+
+    def __init__(self, ranks: dict[bytes, int], name: str = "bpe", pat_str: str = GPT2_PATTERN):
+        n = len(ranks)
+        if sorted(ranks.values()) != list(range(n)):
+            raise ValueError("ranks must be exactly 0..len(ranks)-1")
+        special = {s: n + i for i, s in enumerate(SPECIAL_TOKENS)}
+        self.enc = tiktoken.Encoding(name, pat_str=pat_str, mergeable_ranks=ranks,
+                                     special_tokens=special)
+        self.name = name
+        self.vocab_size = n + len(SPECIAL_TOKENS)
+        self.eot_id, self.pad_id, self.user_id, self.assistant_id = (special[s] for s in SPECIAL_TOKENS)
+        self._is_gpt2 = False  # set by gpt2(): serialise by name, not by 50k ranks
+
+    @classmethod
+    def from_file(cls, path: str, name: str = "bpe") -> "Tokenizer":
+        return cls(load_ranks(path), name=name)
+
+    @classmethod
+    def gpt2(cls) -> "Tokenizer":
+        """GPT-2's 50256 BPE ranks (<|endoftext|> = 50256) plus <|pad|>, <|user|>,
+        <|assistant|> = 50257, 50258, 50259. tiktoken downloads the ranks once."""
+        try:
+            base = tiktoken.get_encoding("gpt2")
+        except Exception as e:
+            raise RuntimeError(
+                "could not load tiktoken's 'gpt2' encoding: it is downloaded on first use, "
+                "so run once with network access, or set TIKTOKEN_CACHE_DIR to a directory "
+                f"that already holds the cached file ({type(e).__name__}: {e})"
+            ) from e
+        tok = cls(base._mergeable_ranks, name="gpt2", pat_str=base._pat_str)
+        assert tok.eot_id == base.eot_token == 50256
+        tok._is_gpt2 = True
+        return tok
+
+    def encode(self, text: str) -> list[int]:
+        # encode_ordinary: special-token text in user data stays plain bytes. (tiktoken's
+        # encode() would instead raise on it, or with allowed_special inject the control
+        # token: a prompt-injection hole in a chat model.)
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids) -> str:
+        # errors="replace": a sampled sequence can stop in the middle of a multi-byte
+        # character; show U+FFFD rather than crash.
+        return self.enc.decode(list(ids), errors="replace")
+
+    def to_dict(self) -> dict:
+        # plain str/int only: stored in checkpoints loaded with torch.load(weights_only=True)
+        if self._is_gpt2:
+            return {"name": "gpt2"}
+        return {"name": self.name, "ranks": ranks_to_text(self.enc._mergeable_ranks)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tokenizer":
+        if "ranks" not in d:
+            assert d["name"] == "gpt2", d
+            return cls.gpt2()
+        return cls(ranks_from_text(d["ranks"]), name=d["name"])
+
+
+def render(tok: Tokenizer, prompt: str, response: str | None = None) -> tuple[list[int], list[int]]:
+    """Turn a (prompt, response) pair into token ids and a loss mask. Every stage uses this.
+
+        ids  = [<|user|>] + encode(prompt) + [<|assistant|>] + encode(response) + [<|endoftext|>]
+        mask =     0      +    0 ... 0     +        0        +     1 ... 1      +       1
+
+    mask[i] == 1 exactly on the tokens the model is trained to produce: the response and
+    the <|endoftext|> that ends it (so the model learns to stop). With response=None you
+    get just the prompt part, ending in <|assistant|>, ready for sampling.
+
+    Worked example, with a tokenizer where "2+2?" is the 4 tokens '2' '+' '2' '?' and
+    " 4" is one token ' 4':
+        render(tok, "2+2?", " 4")
+        ids:  [<|user|>, '2', '+', '2', '?', <|assistant|>, ' 4', <|endoftext|>]
+        mask: [    0,     0,   0,   0,   0,        0,         1,        1      ]
+        render(tok, "2+2?") -> ids [<|user|>, '2', '+', '2', '?', <|assistant|>], mask all 0
+
+    Prompt and response are encoded separately, so no token straddles the boundary and
+    the response tokens do not depend on the prompt. Note decode(encode(x)) == x but
+    encode(decode(ids)) need not equal ids: in PPO keep the sampled ids, don't re-encode.
+    """
+    ids = [tok.user_id] + tok.encode(prompt) + [tok.assistant_id]
+    mask = [0] * len(ids)
+    if response is not None:
+        response_ids = tok.encode(response) + [tok.eot_id]
+        ids += response_ids
+        mask += [1] * len(response_ids)
+    return ids, mask
+
+
+# -----------------------------------------------------------------------------
+# CLI: python tokenizer.py --input=path.txt --vocab_size=2048 --out=path.tiktoken
+
+@dataclass
+class TokenizerConfig:
+    input: str = ""  # utf-8 text file to learn merges from (required)
+    vocab_size: int = 2048  # number of BPE ranks, 256 bytes + merges; special tokens come on top
+    out: str = "out/tokenizer.tiktoken"  # where to write the ranks (tiktoken's format)
+    verbose: bool = False  # print every merge as it is learned
+
+
+def main(argv=None):
+    cfg = parse_config(TokenizerConfig(), argv)
+    if not cfg.input:
+        die("--input=path.txt is required", 2)
+    if not os.path.isfile(cfg.input):
+        die(f"--input: file '{cfg.input}' not found", 2)
+    if cfg.vocab_size < 257:
+        die(f"--vocab_size must be at least 257 (256 bytes + 1 merge), got {cfg.vocab_size}", 2)
+    with open(cfg.input, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+
+    t0 = time.time()
+    try:
+        ranks = train_bpe(text, cfg.vocab_size, verbose=cfg.verbose)
+    except ValueError as e:  # text too small for this many merges
+        die(str(e), 2)
+    dt = time.time() - t0
+    save_ranks(ranks, cfg.out)
+
+    tok = Tokenizer(ranks)
+    n_bytes, n_tokens = len(text.encode("utf-8")), len(tok.encode(text))
+    print(f"trained {len(ranks)} ranks on {n_bytes / 1e6:.2f} MB in {dt:.1f}s -> {cfg.out}")
+    print(f"vocab_size {tok.vocab_size} ({len(ranks)} ranks + {len(SPECIAL_TOKENS)} special tokens)")
+    print(f"compression: {n_bytes / max(n_tokens, 1):.2f} bytes/token ({n_tokens} tokens)")
+    by_rank = sorted(ranks, key=ranks.get)
+    print("first merges:", [t.decode("utf-8", "replace") for t in by_rank[256:266]])
+    print("last merges: ", [t.decode("utf-8", "replace") for t in by_rank[-10:]])
+
+
+if __name__ == "__main__":
+    main()
