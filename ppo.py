@@ -91,7 +91,8 @@ class PPOConfig:
     value_init: str = "rm"  # "rm": separate value model from the RM (paper); "zero": zero head on the policy
     temperature: float = 1.0  # sampling temperature, also used when recomputing log-probs
     max_new_tokens: int = 48
-    no_eos_penalty: float = -3.0  # score for a response that never emits EOS (the "EOS trick")
+    eos_trick: bool = True  # a response that never emits EOS gets no_eos_penalty instead of its RM score
+    no_eos_penalty: float = -3.0  # that fixed score (in RM units: demonstrations score 0 on average)
     ema: float = 0.0  # policy EMA decay (0 = off; paper 0.992)
     grad_clip: float = 1.0
     sample_interval: int = 10  # print a few samples every N iterations
@@ -190,7 +191,7 @@ def k3(logprobs, ref_logprobs):
     """k3 = (ratio - 1) - log ratio with ratio = pi_ref / pi: unbiased for KL(pi || pi_ref)
     like k1 = log pi - log pi_ref, but never negative, with lower variance (Schulman 2020)."""
     log_r = ref_logprobs - logprobs
-    return torch.exp(log_r) - 1 - log_r
+    return torch.expm1(log_r) - log_r  # expm1: exp(x) - 1 without the rounding that makes tiny values < 0
 
 
 class AdaptiveKLController:
@@ -229,7 +230,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         # 3. score: RM at the last token; the EOS trick for responses that ran out of room
         scores = reward_fn(out).float()  # (B,)
         rm_raw = scores.clone()
-        scores = torch.where(out["ended"], scores, torch.full_like(scores, cfg.no_eos_penalty))
+        if cfg.eos_trick:
+            scores = torch.where(out["ended"], scores, torch.full_like(scores, cfg.no_eos_penalty))
         # recompute log-probs with a forward pass, at the SAME temperature as sampling
         logprobs = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
         ref_logprobs = response_logprobs(ref, tokens, attn, P, cfg.temperature).float()  # (B, R)
@@ -250,6 +252,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
     B = len(prompt_ids)
     agg = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy", "ptx_loss", "vf_clipfrac",
                            "ratio_max")}
+    ratio_start_err = None
     for epoch in range(cfg.ppo_epochs):
         perm = torch.randperm(B, generator=torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,)))))
         for s in range(0, B, cfg.minibatch_size):
@@ -262,6 +265,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
             pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), logprobs[idx], advantages[idx],
                                                              mb_mask, cfg.cliprange)
             vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, cfg.cliprange_value)
+            if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
+                ratio_start_err = ((ratio - 1).abs() * mb_mask).max().item()
             ent = masked_mean(entropy, mb_mask)
             loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
 
@@ -306,6 +311,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         ptx_loss=sum(agg["ptx_loss"]) / len(agg["ptx_loss"]),
         ratio_max=max(agg["ratio_max"]),
         kl_coef=kl_coef,
+        ratio_start_err=ratio_start_err,
         sample_lp_err=((out["logprobs"] - logprobs).abs() * mask).max().item(),
     )
     out.update(scores=scores, kl=kl, logprobs_recomputed=logprobs)

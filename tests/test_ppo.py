@@ -1,0 +1,139 @@
+"""ppo.py: GAE, whitening, clipped losses, KL estimators and reward placement, and a learning test."""
+import math
+from dataclasses import replace
+
+import torch
+
+from model import GPT, GPTConfig, ScalarModel
+from ppo import (PPOConfig, gae, k3, kl_rewards, masked_mean, masked_whiten, policy_loss, ppo_iteration,
+                 value_loss)
+
+
+def test_gae_hand_worked_example():
+    adv, ret = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.5, 0.5]]), torch.ones(1, 3), 1.0, 1.0)
+    assert torch.allclose(adv, torch.tensor([[0.5, 0.5, 0.5]]))
+    assert torch.allclose(ret, torch.tensor([[1.0, 1.0, 1.0]]))
+    # gamma = 1, lambda = 0.5: deltas [0.1, 0.2, 0.5] for values [0.4, 0.5, 0.7] ... by hand:
+    # d0 = 0 + 0.5 - 0.4 = 0.1, d1 = 0 + 0.7 - 0.5 = 0.2, d2 = 1 - 0.7 = 0.3
+    # A2 = 0.3, A1 = 0.2 + 0.5 * 0.3 = 0.35, A0 = 0.1 + 0.5 * 0.35 = 0.275
+    adv, _ = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.4, 0.5, 0.7]]), torch.ones(1, 3), 1.0, 0.5)
+    assert torch.allclose(adv, torch.tensor([[0.275, 0.35, 0.3]]))
+
+
+def gae_reference(rewards, values, gamma, lam):
+    """Textbook GAE on one unpadded row: A_t = sum_l (gamma lam)^l delta_{t+l}."""
+    n = len(rewards)
+    v = list(values) + [0.0]
+    deltas = [rewards[t] + gamma * v[t + 1] - v[t] for t in range(n)]
+    return [sum((gamma * lam) ** l * deltas[t + l] for l in range(n - t)) for t in range(n)]
+
+
+def test_gae_padded_rows_match_reference():
+    torch.manual_seed(0)
+    lengths = [5, 2, 7]
+    R = 7
+    rewards, values = torch.randn(3, R), torch.randn(3, R)
+    mask = torch.tensor([[1.0] * n + [0.0] * (R - n) for n in lengths])
+    adv, ret = gae(rewards, values, mask, 0.9, 0.8)
+    for i, n in enumerate(lengths):
+        ref = gae_reference(rewards[i, :n].tolist(), values[i, :n].tolist(), 0.9, 0.8)
+        assert torch.allclose(adv[i, :n], torch.tensor(ref), atol=1e-5)
+        assert (adv[i, n:] == 0).all() and (ret[i, n:] == 0).all()
+        assert torch.allclose(ret[i, :n], adv[i, :n] + values[i, :n])
+
+
+def test_whitening_biased_and_masked():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, -50.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    w = masked_whiten(x, mask)
+    vals = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    expect = (vals - vals.mean()) / vals.std(unbiased=False)  # biased variance; masked entries ignored
+    assert torch.allclose(w[mask.bool()], expect, atol=1e-5)
+    assert (w[~mask.bool()] == 0).all()
+    kept = masked_whiten(x, mask, shift_mean=False)
+    assert torch.allclose(masked_mean(kept, mask), vals.mean(), atol=1e-5)
+
+
+def test_policy_loss_zero_grad_where_clipped():
+    old = torch.zeros(1, 4)
+    # ratios 1.5 and 0.5 lie outside [0.8, 1.2]; 1.1 and 0.9 inside
+    new = torch.log(torch.tensor([[1.5, 1.1, 0.5, 0.9]])).requires_grad_(True)
+    adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+    loss, clipfrac, _, _ = policy_loss(new, old, adv, torch.ones(1, 4), 0.2)
+    loss.backward()
+    g = new.grad[0]
+    assert g[0] == 0 and g[2] == 0  # positive advantage above 1+eps, negative below 1-eps: clipped
+    assert g[1] != 0 and g[3] != 0
+    assert abs(clipfrac.item() - 0.5) < 1e-6
+    # on the other side of the clip the gradient is NOT zero (the pessimistic bound)
+    new2 = torch.log(torch.tensor([[0.5]])).requires_grad_(True)
+    policy_loss(new2, torch.zeros(1, 1), torch.tensor([[1.0]]), torch.ones(1, 1), 0.2)[0].backward()
+    assert new2.grad.item() != 0
+
+
+def test_value_loss_clipping():
+    vpred = torch.tensor([[2.0]], requires_grad=True)
+    loss, frac = value_loss(vpred, torch.tensor([[0.0]]), torch.tensor([[3.0]]), torch.ones(1, 1), 0.2)
+    # clipped prediction is 0.2: (0.2 - 3)^2 = 7.84 > (2 - 3)^2 = 1 -> the loss is the clipped one, no grad
+    assert abs(loss.item() - 0.5 * 7.84) < 1e-5
+    loss.backward()
+    assert vpred.grad.item() == 0
+
+
+def test_k3_nonnegative_and_agrees_with_k1_in_expectation():
+    torch.manual_seed(0)
+    lp, ref = torch.randn(1000), torch.randn(1000)
+    assert (k3(lp, ref) >= 0).all()
+    p = torch.distributions.Categorical(logits=torch.tensor([1.0, 0.0, -1.0, 0.5]))
+    q = torch.distributions.Categorical(logits=torch.tensor([0.0, 0.3, 0.0, 0.0]))
+    x = p.sample((200000,))
+    lp, lq = p.log_prob(x), q.log_prob(x)
+    exact = torch.distributions.kl_divergence(p, q).item()
+    assert abs((lp - lq).mean().item() - exact) < 0.01  # k1
+    assert abs(k3(lp, lq).mean().item() - exact) < 0.01  # k3
+
+
+def test_kl_reward_placement():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    lp = torch.tensor([[0.5, 0.5, 0.5, 9.0], [0.2, 9.0, 9.0, 9.0]])
+    ref = torch.zeros(2, 4)
+    rewards, kl = kl_rewards(lp, ref, torch.tensor([2.0, -1.0]), mask, 0.1)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, -0.05, 1.95, 0.0], [-1.02, 0.0, 0.0, 0.0]]))
+    assert (kl[mask == 0] == 0).all()
+
+
+def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned():
+    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
+    policy = GPT(cfg)
+    ref = GPT(cfg)
+    ref.load_state_dict(policy.state_dict())
+    value = ScalarModel(cfg)
+
+    class Tok:
+        eot_id, pad_id = 14, 15
+
+    ppo_cfg = replace(PPOConfig(), batch_size=32, minibatch_size=8, ppo_epochs=2, lr=1e-2, max_new_tokens=6,
+                      kl_coef=0.01, cliprange=0.2, eos_trick=False)
+    params = list(policy.parameters()) + list(value.parameters())
+    opt = torch.optim.Adam(params, lr=ppo_cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+
+    def reward_fn(out):  # fraction of response tokens equal to 7
+        return ((out["response"] == 7).float() * out["response_mask"]).sum(1) / out["response_mask"].sum(1)
+
+    prompts = [[1, 2, 3]] * 32
+    first = None
+    scores = []
+    for it in range(12):
+        stats, out = ppo_iteration(policy, ref, value, opt, prompts, reward_fn, ppo_cfg, Tok, 0.01, gen)
+        if first is None:
+            first = stats
+        scores.append(reward_fn(out).mean().item())
+        assert math.isfinite(stats["kl"])
+    # the first minibatch of the first epoch: the ratio starts at exactly 1 (no clipping possible)
+    assert first["ratio_start_err"] < 1e-5
+    assert first["sample_lp_err"] < 1e-4
+    assert sum(scores[-3:]) / 3 > sum(scores[:2]) / 2 + 0.3
+    assert stats["kl"] > 0

@@ -1,0 +1,141 @@
+"""sft.py and reward.py: masks, the C(K,2) loss against a brute-force oracle, score position, overfitting."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig, ScalarModel, left_pad
+from reward import comparison_loss, pairwise_loss, ranked_pairs
+from sft import rm_batch, rm_scores, sft_batch
+from tokenizer import Tokenizer, render, train_bpe
+
+TEXT = "the cat sat on the mat. where does anna live? anna lives in paris. " * 30
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer(train_bpe(TEXT, 280))
+
+
+def tiny_cfg(tok):
+    return GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
+
+
+def brute_force_loss(scores, groups):
+    """The paper's formula, literally: loop over prompts, loop over every pair."""
+    total = 0.0
+    for offset, ranking in groups:
+        K = len(ranking)
+        s = 0.0
+        for a in range(K):
+            for b in range(a + 1, K):
+                w, l = ranking[a] + offset, ranking[b] + offset  # ranking[a] beat ranking[b]
+                s = s + -torch.log(torch.sigmoid(scores[w] - scores[l]))
+        total = total + s / math.comb(K, 2)
+    return total / len(groups)
+
+
+def test_ranked_pairs():
+    assert ranked_pairs([2, 0, 1]) == [(2, 0), (2, 1), (0, 1)]
+    assert len(ranked_pairs(list(range(9)))) == 36
+
+
+def test_comparison_loss_equals_brute_force_values_and_grads():
+    torch.manual_seed(0)
+    groups = [(0, [3, 1, 0, 2]), (4, [1, 0]), (6, [4, 2, 0, 1, 3, 5, 6, 7, 8])]  # K = 4, 2, 9
+    s1 = torch.randn(15, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_(True)
+    fast, acc = comparison_loss(s1, groups)
+    slow = brute_force_loss(s2, groups)
+    assert torch.allclose(fast, slow, atol=1e-6)
+    fast.backward()
+    slow.backward()
+    assert torch.allclose(s1.grad, s2.grad, atol=1e-6)
+    assert 0 <= acc <= 1
+
+
+def test_pairwise_loss_at_equal_scores_is_log2():
+    s = torch.zeros(5)
+    assert abs(pairwise_loss(s, s)[0].item() - math.log(2)) < 1e-6
+    assert abs(comparison_loss(torch.zeros(6), [(0, [0, 1, 2, 3, 4, 5])])[0].item() - math.log(2)) < 1e-6
+
+
+def test_score_read_at_last_real_token_left_and_right_padding(tok):
+    torch.manual_seed(0)
+    rm = ScalarModel(tiny_cfg(tok)).eval()
+    seqs = [render(tok, "where does anna live?", "paris")[0], render(tok, "cat", "the mat. the cat sat")[0]]
+    # right padding (how reward.py batches)
+    ids, attn = rm_batch(tok, ["where does anna live?", "cat"], ["paris", "the mat. the cat sat"], "cpu")
+    # left padding (how PPO rollouts are laid out)
+    lids, lattn = left_pad(seqs, tok.pad_id)
+    with torch.no_grad():
+        alone = [rm(torch.tensor([s]))[0, -1] for s in seqs]  # unpadded: the last position
+        right = rm_scores(rm, ids, attn)
+        left = rm_scores(rm, lids, lattn)
+    for i in range(2):
+        assert abs(right[i] - alone[i]) < 1e-5 and abs(left[i] - alone[i]) < 1e-5
+
+
+def test_sft_targets_only_on_response(tok):
+    x, y = sft_batch(tok, ["where does anna live?"], ["anna lives in paris."], "cpu")
+    ids, mask = render(tok, "where does anna live?", "anna lives in paris.")
+    n_resp = sum(mask)
+    assert (y != -1).sum().item() == n_resp  # response tokens + EOT, nothing else
+    assert y[0, -1].item() == tok.eot_id
+    assert x.shape == y.shape and x.shape[1] == len(ids) - 1
+
+
+def test_sft_loss_ignores_prompt_and_padding(tok):
+    torch.manual_seed(0)
+    m = GPT(tiny_cfg(tok)).eval()
+    prompts, responses = ["where does anna live?", "cat"], ["paris.", "the mat"]
+    x, y = sft_batch(tok, prompts, responses, "cpu")
+    with torch.no_grad():
+        logits, loss = m(x, y)
+        # by hand: cross-entropy over exactly the response positions of each unpadded row
+        terms = []
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            ids, mask = render(tok, p, r)
+            for t in range(len(ids) - 1):
+                if mask[t + 1]:
+                    terms.append(F.cross_entropy(logits[i, t][None], torch.tensor([ids[t + 1]])))
+        assert torch.allclose(loss, torch.stack(terms).mean(), atol=1e-6)
+        # changing what sits at a padding position (end of the shorter row) changes nothing
+        x2 = x.clone()
+        x2[1, -1] = 7
+        assert torch.allclose(loss, m(x2, y)[1])
+        # ... nor does changing a prompt position's target to anything, because it is -1 by construction
+        assert (y[0, : len(render(tok, prompts[0])[0]) - 1] == -1).all()
+
+
+def test_overfit_one_batch_sft(tok):
+    torch.manual_seed(0)
+    m = GPT(tiny_cfg(tok))
+    x, y = sft_batch(tok, ["where does anna live?", "cat?"], ["anna lives in paris.", "the cat sat on the mat."],
+                     "cpu")
+    opt = m.configure_optimizer(3e-3, 0.0)
+    for _ in range(150):
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_overfit_rm_accuracy_to_one(tok):
+    torch.manual_seed(0)
+    rm = ScalarModel(tiny_cfg(tok))
+    comps = [("where does anna live?", ["paris.", "the cat.", "mat mat mat", "anna lives in paris."], [3, 0, 1, 2]),
+             ("cat?", ["the cat sat.", "where?", "on the mat."], [0, 2, 1])]
+    prompts = [p for p, rs, _ in comps for _ in rs]
+    responses = [r for _, rs, _ in comps for r in rs]
+    ids, attn = rm_batch(tok, prompts, responses, "cpu")
+    groups = [(0, comps[0][2]), (4, comps[1][2])]
+    opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss, acc = comparison_loss(rm_scores(rm, ids, attn), groups)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert acc == 1.0 and loss.item() < 0.1
