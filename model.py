@@ -194,7 +194,9 @@ class GPT(nn.Module):
                 pos = torch.arange(past, past + T, device=idx.device).unsqueeze(0)  # (1, T)
 
         mask = None
-        if attn_mask is not None:
+        if attn_mask is not None and T == 1:  # one-token decode step: causality is automatic
+            mask = attn_mask.bool()[:, None, None, : past + 1]  # (B, 1, 1, Tk)
+        elif attn_mask is not None:
             Tk = past + T
             causal = torch.ones(T, Tk, dtype=torch.bool, device=idx.device).tril(diagonal=past)  # (T, Tk)
             keys = attn_mask.bool()[:, None, None, :Tk]  # (B, 1, 1, Tk): which keys are real
@@ -425,8 +427,10 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # inverse-CDF sampling: one uniform per row (torch.multinomial draws one per vocab entry)
+    cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
+    u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator) * cdf[:, -1:]  # (B, 1) in [0, total)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.size(-1) - 1)  # first cdf > u
 
 
 @torch.no_grad()

@@ -228,3 +228,12 @@ def test_training_reduces_loss():
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
+
+
+def test_sampling_matches_distribution():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0, -9.0, 0.5]]).repeat(20000, 1)
+    counts = torch.bincount(sample_next(logits, 1.0, generator=g), minlength=6).float() / 20000
+    assert (counts - logits[0].softmax(-1)).abs().max() < 0.01
+    counts = torch.bincount(sample_next(logits, 0.5, generator=g), minlength=6).float() / 20000
+    assert (counts - (logits[0] / 0.5).softmax(-1)).abs().max() < 0.01

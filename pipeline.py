@@ -1,0 +1,120 @@
+"""
+The whole InstructGPT pipeline on the embedded synthetic world, one stage after another:
+
+    world -> tokenizer -> base models (two sizes) -> SFT -> comparisons -> reward model
+          -> PPO, PPO-ptx (and PPO at beta = 0) -> evaluation report
+
+    python pipeline.py               # the default run (~15 min on a 2-core CPU)
+    python pipeline.py --quick       # the same stages, tiny settings (~2 min): smoke test, first contact
+    python pipeline.py --redo=ppo    # rerun one stage (and everything after it)
+    python pipeline.py --out=runs/a  # another output folder
+
+Each stage is one of the flat scripts, run as a subprocess with the arguments below, so
+anything the pipeline does you can do by hand. A stage that finished is not redone (its
+stamp is in <out>/.done/); an interrupted stage is resumed (--resume=True). The quick
+preset is data: presets/quick.json holds its overrides.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def stages(out, world):
+    """(name, command, resumable) in order. Paths are relative to the repo root."""
+    py = [sys.executable]
+    return [
+        ("world", py + ["-m", "data.world", "build", f"--out={world}", "--seed=0"], False),
+        ("tokenizer", py + ["tokenizer.py", f"--input={world}/corpus_train.txt", "--vocab_size=2048",
+                            f"--out={out}/tokenizer.tiktoken"], False),
+        ("base", py + ["pretrain.py", "--size=small", f"--tokenizer={out}/tokenizer.tiktoken", f"--out={out}/base.pt",
+                       f"--data={world}/corpus_train.txt", f"--heldout={world}/corpus_heldout.txt",
+                       f"--probes={world}/probes.jsonl"], True),
+        ("base_large", py + ["pretrain.py", "--size=large", f"--tokenizer={out}/tokenizer.tiktoken",
+                             f"--out={out}/base_large.pt", f"--data={world}/corpus_train.txt",
+                             f"--heldout={world}/corpus_heldout.txt", f"--probes={world}/probes.jsonl"], True),
+        ("sft", py + ["sft.py", f"--init={out}/base.pt", f"--data={world}/sft.jsonl", f"--out={out}/sft.pt"], True),
+        ("collect", py + ["collect.py", f"--policy={out}/sft.pt", f"--prompts={world}/rm_prompts.jsonl",
+                          f"--out_dir={out}"], False),
+        ("reward", py + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons.jsonl",
+                         f"--val={out}/comparisons_val.jsonl", f"--val_heldout={out}/comparisons_val_heldout.jsonl",
+                         f"--demos={world}/sft.jsonl", f"--out={out}/rm.pt"], True),
+        ("ppo", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", f"--prompts={world}/ppo_prompts.jsonl",
+                      f"--out={out}/ppo.pt"], True),
+        ("ppo_ptx", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
+                          f"--prompts={world}/ppo_prompts.jsonl", f"--ptx_data={world}/corpus_train.txt",
+                          "--ptx_coef=1.0", f"--out={out}/ppo_ptx.pt"], True),
+        ("ppo_beta0", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
+                            f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", f"--out={out}/ppo_beta0.pt"],
+         True),
+        ("evaluate", py + ["evaluate.py",
+                           f"--models=base_large={out}/base_large.pt,base={out}/base.pt,prompted={out}/base.pt,"
+                           f"sft={out}/sft.pt,ppo={out}/ppo.pt,ppo_ptx={out}/ppo_ptx.pt",
+                           f"--prompts={world}/eval_prompts.jsonl", f"--heldout_corpus={world}/corpus_heldout.txt",
+                           f"--probes={world}/probes.jsonl", f"--fewshot={world}/fewshot.txt",
+                           f"--ppo_logs={out}/ppo_log.jsonl,{out}/ppo_ptx_log.jsonl,{out}/ppo_beta0_log.jsonl",
+                           f"--out_dir={out}"], False),
+    ]
+
+
+def main(argv):
+    quick = "--quick" in argv
+    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), "out/quick" if quick else "out")
+    redo = next((a.split("=", 1)[1] for a in argv if a.startswith("--redo=")), None)
+    for a in argv:
+        if a not in ("--quick",) and not a.startswith(("--out=", "--redo=")):
+            print(f"error: unknown argument {a!r} (expected --quick, --out=DIR, --redo=STAGE)", file=sys.stderr)
+            sys.exit(2)
+    world = os.path.join(out, "world") if quick else "data/world"
+    plan = stages(out, world)
+    names = [n for n, _, _ in plan]
+    if redo is not None and redo not in names:
+        print(f"error: --redo={redo}: no such stage; stages are {', '.join(names)}", file=sys.stderr)
+        sys.exit(2)
+    overrides = {}
+    if quick:
+        with open(os.path.join(HERE, "presets", "quick.json")) as f:
+            overrides = json.load(f)
+    done_dir = os.path.join(out, ".done")
+    os.makedirs(done_dir, exist_ok=True)
+    if redo is not None:  # redo this stage and every stage after it
+        for n in names[names.index(redo):]:
+            if os.path.exists(os.path.join(done_dir, n)):
+                os.remove(os.path.join(done_dir, n))
+
+    print(f"pipeline: {'quick' if quick else 'default'} run -> {out}/ (world in {world}/)")
+    times, t_all = [], time.time()
+    for name, cmd, resumable in plan:
+        stamp = os.path.join(done_dir, name)
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                times.append((name, float(f.read() or 0), "done earlier"))
+            print(f"=== {name}: done earlier, skipping (--redo={name} to rerun)")
+            continue
+        cmd = cmd + overrides.get(name, []) + (["--resume=True"] if resumable else [])
+        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd, cwd=HERE)
+        dt = time.time() - t0
+        if rc != 0:
+            print(f"\npipeline: stage '{name}' failed (exit {rc}) after {dt:.0f}s; fix it and rerun -- finished "
+                  "stages are kept and this one resumes", file=sys.stderr)
+            sys.exit(rc)
+        with open(stamp, "w") as f:
+            f.write(f"{dt:.1f}")
+        times.append((name, dt, "ran"))
+        print(f"=== {name}: {dt:.0f}s", flush=True)
+
+    print("\nstage        seconds")
+    for name, dt, how in times:
+        print(f"{name:<12} {dt:7.0f}  {how}")
+    print(f"{'total':<12} {sum(t for _, t, _ in times):7.0f}  (this invocation: {time.time() - t_all:.0f}s)")
+    print(f"\nreport: {out}/report.md")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
