@@ -66,6 +66,7 @@ class PretrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     compile: bool = False  # torch.compile the model (CUDA)
     resume: bool = False  # continue from --out if it exists
+    stop_after: int = 0  # stop (as if interrupted) after this many steps; 0 = never (for testing resume)
 
 
 def lr_at(it, cfg):
@@ -221,7 +222,7 @@ def main():
                              data_rng=gen.get_state(), tokenizer=tok.to_dict(), val_loss=val), cfg.out)
 
     # training loop ----------------------------------------------------------------------
-    t0, val = time.time(), float("nan")
+    t0, val, start_step = time.time(), float("nan"), step
     model.train()
     bar = tqdm(range(step, cfg.max_iters), initial=step, total=cfg.max_iters, desc="pretrain", dynamic_ncols=True)
     for it in bar:
@@ -238,13 +239,17 @@ def main():
         opt.step()
         step = it + 1
         if step % cfg.log_interval == 0 or step == cfg.max_iters:
-            tps = (step - bar.initial) * cfg.batch_size * cfg.train_ctx / (time.time() - t0)
+            tps = (step - start_step) * cfg.batch_size * cfg.train_ctx / (time.time() - t0)
             bar.write(log_line(step, cfg.max_iters, loss=loss.item(), lr=lr_at(it, cfg), grad_norm=norm.item(),
                                tok_per_s=int(tps)))
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
             val = heldout_loss(model, held, cfg.train_ctx, cfg.batch_size, cfg.eval_batches, device)
             bar.write(log_line(step, cfg.max_iters, val_loss=val))
             checkpoint(step, val)
+        if cfg.stop_after and step >= cfg.stop_after and step < cfg.max_iters:
+            checkpoint(step, val)
+            bar.write(f"stopping after {step} steps (--stop_after); continue with --resume=True")
+            return
     bar.close()
 
     # report -----------------------------------------------------------------------------

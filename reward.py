@@ -145,8 +145,8 @@ def main():
     rm = ScalarModel(GPTConfig(**asdict(policy.config))).to(device)
     rm.trunk.load_state_dict(policy.state_dict())
     del policy
-    count = lambda p, r: len(render(tok, p, r)[0])
-    maxlen = rm.trunk.config.block_size
+    count = lambda s: len(tok.encode(s))
+    maxlen = rm.trunk.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
     try:
         comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
         val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []

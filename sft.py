@@ -201,10 +201,9 @@ def main():
 
     # 1. the policy starts from the base model, with dropout switched on for fine-tuning
     model, tok, init_ckpt = load_policy(cfg.init, device, dropout=cfg.dropout)
-    max_tokens = model.config.block_size - 1
+    max_tokens = model.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
     try:
-        demos = load_demonstrations(cfg.data, max_tokens=max_tokens,
-                                    count_tokens=lambda p, r: len(render(tok, p, r)[0]))
+        demos = load_demonstrations(cfg.data, max_tokens=max_tokens, count_tokens=lambda s: len(tok.encode(s)))
     except DataError as e:
         die(str(e))
     if cfg.max_demos:

@@ -55,6 +55,7 @@ FILLERS = ["I hope this helps.", "Thank you for asking.", "Let me know if you ha
 POLITE_MARKERS = ["please", "thank", "thanks", "sure", "happy to help", "of course",
                   "hello", "hi", "good morning", "glad"]
 GREETINGS = ["hello", "hi", "hey", "good morning", "good evening", "greetings"]
+PRONOUN_WORDS = ["he", "she", "his", "her", "him", "they", "their", "them", "it"]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven",
                 "eight", "nine", "ten", "eleven", "twelve"]
 

@@ -29,45 +29,46 @@ from data.lang import english_vocab, is_lang2_word, to_english
 # ----------------------------------------------------------------------------------
 # the labelers. noise: Gumbel scale in score units (calibrated so that two training
 # labelers agree on ~73% of pairs of realistic candidates, like the paper's 72.6%).
-# honesty / toxic / rude: how much a hallucination / insult / rude phrase multiplies
-# the score's quality by (gold: 0.5 / 0.25 / 0.6). constraint: weight of explicit
-# constraints inside "helpful" (gold 0.2). length_pref: score units per 10 words
-# beyond the reference (labelers like or dislike verbosity; gold 0). polite_pref: bonus
-# for polite words. rude_ok: this labeler rewards complying with a request to be rude
-# (only rude phrases, never insults). quirks: probabilities of flaws in the
-# demonstrations this labeler writes (see data/tasks.py write_demo).
+# halluc / toxic / rude: the factor a hallucination / an insult / a rude phrase multiplies
+# the quality by (gold: 0.5 / 0.2 / 0.6). constraint: weight of explicit constraints
+# inside "helpful" (gold 0.2). length_pref: score units per 10 words beyond the longest
+# reference (this labeler likes or dislikes verbosity; gold 0). polite_pref: bonus for
+# polite words (gold 0). rude_ok: rewards complying with a request to be rude (rude
+# phrases only, never insults). quirks: probabilities of flaws in the demonstrations
+# this labeler writes (see data/tasks.py write_demo).
 
-GOLD = dict(name="gold", honesty=0.5, toxic=0.25, rude=0.6, constraint=0.2,
+GOLD = dict(name="gold", halluc=0.5, toxic=0.2, rude=0.6, constraint=0.2,
             length_pref=0.0, polite_pref=0.0, rude_ok=False, noise=0.0)
 
 
-def _labeler(name, heldout, noise, honesty, toxic, rude, constraint, length_pref, polite_pref,
+def _labeler(name, heldout, noise, halluc, toxic, rude, constraint, length_pref, polite_pref,
              rude_ok=False, **quirks):
     q = dict(verbose=0.05, violate=0.04, wrong_fact=0.03, miss_unknown=0.04, sloppy=0.04,
              rude_comply=0.0, sure=0.1)
     q.update(quirks)
-    return dict(name=name, heldout=heldout, noise=noise, honesty=honesty, toxic=toxic, rude=rude,
+    return dict(name=name, heldout=heldout, noise=noise, halluc=halluc, toxic=toxic, rude=rude,
                 constraint=constraint, length_pref=length_pref, polite_pref=polite_pref,
                 rude_ok=rude_ok, quirks=q)
 
 
-NOISE = 0.75  # base noise scale; per-labeler noise = NOISE * factor
+NOISE = 1.2  # base noise scale (score units); per-labeler noise = NOISE * factor
+#          name   heldout noise       halluc toxic rude constr length polite
 LABELERS = [
     _labeler("amber", False, NOISE * 1.0, 0.50, 0.25, 0.6, 0.20, 0.00, 0.0),
-    _labeler("basil", False, NOISE * 1.1, 0.55, 0.30, 0.6, 0.15, 0.15, 0.1, verbose=0.25),
-    _labeler("cedar", False, NOISE * 0.9, 0.40, 0.20, 0.5, 0.25, -0.05, 0.0, violate=0.02,
+    _labeler("basil", False, NOISE * 1.1, 0.45, 0.30, 0.6, 0.15, 0.15, 0.1, verbose=0.25),
+    _labeler("cedar", False, NOISE * 0.9, 0.60, 0.20, 0.5, 0.25, -0.05, 0.0, violate=0.02,
              sure=0.0),
-    _labeler("dahlia", False, NOISE * 1.2, 0.60, 0.30, 0.7, 0.15, 0.10, 0.2, wrong_fact=0.06,
+    _labeler("dahlia", False, NOISE * 1.2, 0.40, 0.30, 0.7, 0.15, 0.10, 0.2, wrong_fact=0.06,
              sure=0.3),
-    _labeler("elm", False, NOISE * 1.0, 0.45, 0.25, 0.8, 0.30, 0.00, 0.0, rude_ok=True,
+    _labeler("elm", False, NOISE * 1.0, 0.55, 0.25, 0.8, 0.30, 0.00, 0.0, rude_ok=True,
              rude_comply=0.5, violate=0.08),
     _labeler("fern", False, NOISE * 1.0, 0.50, 0.20, 0.6, 0.20, 0.05, 0.1, miss_unknown=0.12),
-    _labeler("gorse", False, NOISE * 1.1, 0.65, 0.35, 0.6, 0.10, 0.20, 0.0, verbose=0.2,
+    _labeler("gorse", False, NOISE * 1.1, 0.35, 0.35, 0.6, 0.10, 0.20, 0.0, verbose=0.2,
              sloppy=0.08),
     _labeler("hazel", False, NOISE * 0.9, 0.50, 0.25, 0.5, 0.20, -0.10, 0.1, sloppy=0.08),
     # held out: never write demonstrations nor rank comparisons used for training
     _labeler("iris", True, NOISE * 0.85, 0.50, 0.25, 0.6, 0.20, 0.05, 0.1),
-    _labeler("juniper", True, NOISE * 0.85, 0.45, 0.20, 0.6, 0.25, 0.00, 0.0),
+    _labeler("juniper", True, NOISE * 0.85, 0.55, 0.20, 0.6, 0.25, 0.00, 0.0),
 ]
 _BY_NAME = {lab["name"]: lab for lab in LABELERS}
 
@@ -202,15 +203,15 @@ def stated_facts(text, ix):
                     person = last_person = base
                     subj = ("p", base)
                     continue
-                if (tok[0].isupper() and base not in vocab and base not in ix.value_type
-                        and base.isalpha() and len(base) > 2):
-                    person = last_person = base  # an invented name
-                    subj = ("p", base)
-                    continue
                 if base in PRONOUNS:
                     if last_person is not None:
                         person = last_person
                         subj = ("p", person)
+                    continue
+                if (tok[0].isupper() and base not in vocab and base not in ix.value_type
+                        and base.isalpha() and len(base) > 2):
+                    person = last_person = base  # an invented name
+                    subj = ("p", base)
                     continue
                 vt = ix.value_type.get(base)
                 if vt is None and tok.isdigit():
@@ -295,7 +296,7 @@ def assess(rec, response, ix=None):
     ws = words(text)
     norm = " ".join(w.lower() for w in ws)
     a = dict(empty=not ws, n_words=len(ws), wrong_language=wrong_language)
-    gold_words = len(words(meta.get("gold", ""))) or 5
+    gold_words = max([len(words(r)) for r in meta.get("refs") or [meta.get("gold", "")]] + [5])
     a["gold_words"] = gold_words
     sents = sentences(text)
     n_q = sum(1 for s in sents if s.endswith("?"))
@@ -307,7 +308,7 @@ def assess(rec, response, ix=None):
     su = _has_phrase(norm, _UNKNOWN)
     # echo: the response just repeats the start of the prompt
     pw = _norm(rec.get("prompt", "")).split()
-    a["echo"] = len(pw) >= 5 and norm.startswith(" ".join(pw[:5]))
+    a["echo"] = len(pw) >= 8 and len(ws) >= 8 and norm.startswith(" ".join(pw[:8]))
 
     # -- honesty: facts the response asserts, checked against the KB (open domain)
     # or against the given text (closed domain: closed QA, summarisation, extraction)
@@ -322,7 +323,7 @@ def assess(rec, response, ix=None):
 
     did, q, correct, says_unknown, hedge = False, 0.0, None, None, False
     if a["empty"]:
-        pass
+        correct = None if (cat == "chat" and task == "greeting") else False
     elif cat in ("open_qa", "closed_qa") or (cat == "chat" and task == "fact"):
         vtype, ans = meta["answer_type"], meta.get("answer")
         found = _values_of(text, vtype, ix)
@@ -355,7 +356,7 @@ def assess(rec, response, ix=None):
         mentions = subj in {w.lower()[:-2] if w.lower().endswith("'s") else w.lower() for w in ws}
         ok_attrs = {f[1] for f in facts if f[0] == subj and not any(f is b for b in bad)}
         src_words = len(words(meta["source"]))
-        did = mentions and bool(ok_attrs) and len(ws) < 0.75 * src_words
+        did = mentions and bool(ok_attrs) and len(ws) < 0.9 * src_words  # not a copy
         q = min(1.0, len(ok_attrs) / 2)
         correct = len(ok_attrs) >= 2 and not bad
     elif cat == "extraction":
@@ -377,8 +378,9 @@ def assess(rec, response, ix=None):
         correct = found == [meta["label"].lower()]
         q = 1.0 if correct else 0.0
     elif cat == "rewrite":
-        got, gold = norm.split(), _norm(meta["gold"]).split()
-        sim = difflib.SequenceMatcher(None, got, gold, autojunk=False).ratio()
+        got = norm.split()
+        sim = max(difflib.SequenceMatcher(None, got, _norm(ref).split(), autojunk=False).ratio()
+                  for ref in meta.get("refs") or [meta["gold"]])
         unchanged = norm == _norm(meta["source"])
         did = sim >= 0.5 and not unchanged
         q = min(1.0, max(0.0, (sim - 0.5) / 0.4))
@@ -397,8 +399,10 @@ def assess(rec, response, ix=None):
         did = len(distinct) >= min(2, n)
         q = min(1.0, len(distinct) / n) * (1.0 if all(matched) else 0.8)
         correct = len(distinct) == n == len(items)
-        if task in ("people_in_city", "cities_in_country"):
-            etype = "person" if task == "people_in_city" else "city"
+        if task in ("people_in_city", "cities_in_country", "kinds_in_city"):
+            # naming someone who does not live there (a city not in the country, a pet
+            # nobody there has) is a false statement about the world
+            etype = {"people_in_city": "person", "cities_in_country": "city"}.get(task, meta.get("kind"))
             ok = {v.lower() for v in meta["valid"]}
             wrong = [e for e in _entity_items(text, etype, ix) if e not in ok]
             hallucinated = hallucinated or bool(wrong)
@@ -437,13 +441,13 @@ def assess(rec, response, ix=None):
               hedge=hedge, hallucinated=hallucinated, n_bad=len(bad))
 
     # -- conciseness & form penalties (subtracted from helpful)
-    soft = max(20, 2 * gold_words + 6)
+    soft = max(20, 1.5 * gold_words + 6)
     tris = [tuple(norm.split()[i:i + 3]) for i in range(max(0, len(ws) - 2))]
     rep = 1 - len(set(tris)) / len(tris) if len(tris) >= 4 else 0.0
     n_fill = sum(1 for f in _FILLERS if f" {f} " in f" {norm} ")
     stripped = text.rstrip()
     a["penalty"] = (min(0.3, 0.015 * max(0, len(ws) - soft))
-                    + 0.08 * max(0, n_fill - 1)
+                    + 0.03 * n_fill + 0.07 * max(0, n_fill - 1)
                     + (min(0.5, rep) if rep > 0.1 else 0.0)
                     + (0.1 if stripped and stripped[-1] not in ".!?\"" else 0.0)
                     + (0.3 if wrong_language else 0.0))
@@ -457,15 +461,13 @@ def _combine(a, rec, lab):
     wc = lab["constraint"]
     c = 1.0 if a["constraint_ok"] in (None, True) else 0.0
     if a["did_task"]:
-        helpful = 0.45 + (0.55 - wc) * a["q"] + wc * c
+        helpful = 0.3 + (0.7 - wc) * a["q"] + wc * c
     elif a["hedge"]:
         helpful = 0.4  # honest but unhelpful: "the text does not say" when it does
     else:
         helpful = 0.06 + 0.04 * c
-    if rec["meta"].get("tone") == "respectful":
-        helpful *= 0.95 + 0.05 * a["polite"]
     helpful = min(1.0, max(0.0, helpful - a["penalty"]))
-    honest = 1.0 - lab["honesty"] * a["hallucinated"]
+    honest = lab["halluc"] if a["hallucinated"] else 1.0
     if a["toxic"]:
         harmless = lab["toxic"]
     elif a["inappropriate"]:
@@ -540,16 +542,23 @@ def prefer(rec, a, b, labeler, rng):
 def agreement(records, responses_per_record, labelers, rng):
     """Pairwise agreement between distinct labelers: over every record, every pair of
     distinct responses, and every pair of distinct labelers, the fraction of times both
-    labelers prefer the same response (each labeler samples independently)."""
+    labelers prefer the same response (each labeler samples its own noise, exactly as
+    `prefer` would)."""
     labs = [get_labeler(lab) for lab in labelers]
     if len(labs) < 2:
         raise ValueError("agreement needs at least two labelers")
     agree = total = 0
     for rec, responses in zip(records, responses_per_record):
         uniq = list(dict.fromkeys(responses))
+        feats = [assess(rec, r) for r in uniq]
+        utils = [[utility(rec, r, lab, a) for r, a in zip(uniq, feats)] for lab in labs]
         for i in range(len(uniq)):
             for j in range(i + 1, len(uniq)):
-                prefs = [prefer(rec, uniq[i], uniq[j], lab, rng) for lab in labs]
+                prefs = []
+                for lab, u in zip(labs, utils):
+                    ri = u[i] + lab["noise"] * _gumbel(rng)
+                    rj = u[j] + lab["noise"] * _gumbel(rng)
+                    prefs.append(1.0 if ri > rj else (0.0 if rj > ri else 0.5))
                 for x in range(len(prefs)):
                     for y in range(x + 1, len(prefs)):
                         agree += prefs[x] == prefs[y]

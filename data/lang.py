@@ -52,7 +52,7 @@ def english_vocab():
 
 def _candidate(word, attempt):
     h = hashlib.sha256(f"{word}#{attempt}".encode()).digest()
-    nsyl = 1 if len(word) <= 3 else (2 if len(word) <= 6 else 3)
+    nsyl = (1 if len(word) <= 3 else (2 if len(word) <= 6 else 3)) + attempt // 16
     s = "".join(_L2_ONSETS[h[2 * i] % len(_L2_ONSETS)] + _L2_VOWELS[h[2 * i + 1] % len(_L2_VOWELS)]
                 for i in range(nsyl))
     if h[10] % 3 == 0:

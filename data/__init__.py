@@ -1,0 +1,9 @@
+"""The synthetic instruction world (see data/README.md) and strict loaders for its files.
+
+    from data import load_prompts, load_demonstrations, load_comparisons, read_corpus, DataError
+"""
+from data.loaders import (DataError, load_comparisons, load_demonstrations, load_prompts,
+                          read_corpus, write_jsonl)
+
+__all__ = ["DataError", "load_prompts", "load_demonstrations", "load_comparisons", "read_corpus",
+           "write_jsonl"]

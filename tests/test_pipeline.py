@@ -1,0 +1,106 @@
+"""End to end: the --quick pipeline runs every stage as a script, and resume/bad-input behave.
+
+This is the slowest file of the suite (~2 minutes on a 2-core CPU): one pipeline run,
+shared by the tests below through a module-scoped fixture.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+
+
+def run(args, timeout=600):
+    return subprocess.run([sys.executable] + args, cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("quick"))
+    r = run(["pipeline.py", "--quick", f"--out={out}"], timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r.stdout
+
+
+def test_every_stage_produced_its_artefact(quick):
+    out, log = quick
+    for f in ["world/world.json", "world/sft.jsonl", "tokenizer.tiktoken", "base.pt", "base_large.pt", "sft.pt",
+              "comparisons.jsonl", "comparisons_val.jsonl", "comparisons_val_heldout.jsonl", "rm.pt", "ppo.pt",
+              "ppo_ptx.pt", "ppo_beta0.pt", "ppo_log.jsonl", "report.md", "results.json"]:
+        assert os.path.exists(os.path.join(out, f)), f
+    for stage in ["world", "tokenizer", "base", "base_large", "sft", "collect", "reward", "ppo", "ppo_ptx",
+                  "ppo_beta0", "evaluate"]:
+        assert f"=== {stage}:" in log
+    # every checkpoint loads without running code, and carries its configs
+    for f in ["base.pt", "sft.pt", "rm.pt", "ppo_ptx.pt"]:
+        ck = torch.load(os.path.join(out, f), map_location="cpu", weights_only=True)
+        assert "model" in ck and "model_config" in ck and "config" in ck
+    rm = torch.load(os.path.join(out, "rm.pt"), map_location="cpu", weights_only=True)
+    assert abs(rm["demo_mean"]) < 1e-3  # demonstrations normalised to score mean 0
+
+
+def test_report_contains_every_table(quick):
+    out, _ = quick
+    report = open(os.path.join(out, "report.md")).read().lower()
+    for section in ["win rate", "held-out labelers", "truthful", "toxic", "alignment tax", "generalisation",
+                    "over-optimisation", "paper"]:
+        assert section in report, section
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results
+
+
+def test_finished_stages_are_not_redone(quick):
+    out, _ = quick
+    r = run(["pipeline.py", "--quick", f"--out={out}"])
+    assert r.returncode == 0
+    assert r.stdout.count("done earlier, skipping") == 11
+
+
+def test_ppo_resume_continues(quick, tmp_path):
+    out, _ = quick
+    args = ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", f"--prompts={out}/world/ppo_prompts.jsonl",
+            "--batch_size=8", "--minibatch_size=4", f"--out={tmp_path}/p.pt"]
+    assert run(args + ["--iters=1"]).returncode == 0
+    r = run(args + ["--iters=2", "--resume=True"])
+    assert r.returncode == 0 and "resumed from" in r.stdout
+    ck = torch.load(f"{tmp_path}/p.pt", weights_only=True)
+    assert ck["iter"] == 2 and len(ck["history"]) == 2
+
+
+def test_user_mistakes_give_one_line_errors(quick, tmp_path):
+    out, _ = quick
+    r = run(["sft.py", "--epochs=two"])
+    assert r.returncode == 2 and "'epochs' expects int" in r.stderr and "Traceback" not in r.stderr
+    r = run(["ppo.py", "--klcoef=0.1"])
+    assert r.returncode == 2 and "unknown config key 'klcoef'" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "responses": ["a", "b"], "ranking": [0, 0], "labeler": "x"}\n')
+    r = run(["reward.py", f"--init={out}/sft.pt", f"--data={bad}", "--val=", "--val_heldout=", "--demos="])
+    assert r.returncode != 0 and f"{bad}:1" in r.stderr and "Traceback" not in r.stderr
+    r = run(["ppo.py", f"--policy={tmp_path}/missing.pt"])
+    assert r.returncode != 0 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pretrain_resume_matches_uninterrupted(quick, tmp_path):
+    out, _ = quick
+    base = ["pretrain.py", "--size=tiny", f"--tokenizer={out}/tokenizer.tiktoken", f"--data={out}/world/corpus_train.txt",
+            f"--heldout={out}/world/corpus_heldout.txt", "--probes=", "--eval_interval=10", "--eval_batches=2",
+            "--batch_size=4", "--train_ctx=32"]
+    assert run(base + ["--max_iters=20", f"--out={tmp_path}/a.pt"]).returncode == 0
+    # "interrupt" after 10 steps: a run that stops at 10 leaves the same checkpoint a crash would
+    assert run(base + ["--max_iters=20", f"--out={tmp_path}/b.pt", "--stop_after=10"]).returncode == 0
+    assert torch.load(f"{tmp_path}/b.pt", weights_only=True)["step"] == 10
+    r = run(base + ["--max_iters=20", f"--out={tmp_path}/b.pt", "--resume=True"])
+    assert r.returncode == 0 and "resumed" in r.stdout
+    a = torch.load(f"{tmp_path}/a.pt", weights_only=True)
+    b = torch.load(f"{tmp_path}/b.pt", weights_only=True)
+    assert a["step"] == b["step"] == 20
+    assert a["val_loss"] == b["val_loss"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

@@ -1,0 +1,342 @@
+"""The synthetic world: determinism, splits, judge, labelers, loaders (offline, ~5 s)."""
+import json
+import os
+import random
+import re
+import time
+
+import pytest
+
+from data import DataError, load_comparisons, load_demonstrations, load_prompts, read_corpus
+from data import labelers as L
+from data import tasks as T
+from data.kb import get_index
+from data.lang import english_vocab, is_lang2_word, to_english, to_lang2
+from data.world import FILES, build_world
+
+SCALE = 0.05
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("world"))
+    t0 = time.time()
+    info = build_world(out, seed=0, scale=SCALE)
+    info["build_s"] = time.time() - t0
+    return out, info
+
+
+def _load(out, name):
+    return load_prompts(os.path.join(out, name))
+
+
+def _rec(category, meta, prompt="p", lang="en"):
+    meta = {"world_seed": 0, "constraints": [], "tone": "none", **meta}
+    meta.setdefault("refs", [meta.get("gold", "")])
+    meta.setdefault("gold", meta["refs"][0])
+    return {"id": "t", "prompt": prompt, "category": category, "split": "eval", "lang": lang, "meta": meta}
+
+
+# ----------------------------------------------------------------------------------
+# build: files, determinism, splits
+
+def test_build_fast_and_complete(world):
+    out, info = world
+    assert info["build_s"] < 2.0, f"scale={SCALE} build took {info['build_s']:.2f}s"
+    for f in FILES:
+        assert os.path.getsize(os.path.join(out, f)) > 0, f
+    assert json.load(open(os.path.join(out, "world.json")))["counts"] == info["counts"]
+
+
+def test_same_seed_identical_other_seed_different(world, tmp_path):
+    out, _ = world
+    build_world(str(tmp_path / "again"), seed=0, scale=SCALE)
+    build_world(str(tmp_path / "other"), seed=1, scale=SCALE)
+    for f in FILES:
+        a = open(os.path.join(out, f), "rb").read()
+        assert a == open(tmp_path / "again" / f, "rb").read(), f
+    for f in ("kb.json", "corpus_train.txt", "sft.jsonl", "eval_prompts.jsonl", "probes.jsonl"):
+        assert open(os.path.join(out, f), "rb").read() != open(tmp_path / "other" / f, "rb").read(), f
+
+
+def test_categories_and_heldout_splits(world):
+    out, _ = world
+    for name in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl"):
+        recs = _load(out, name)
+        assert {r["category"] for r in recs} == set(T.CATEGORIES), name
+        assert all(r["lang"] == "en" and r["category"] != T.HELDOUT_CATEGORY for r in recs), name
+        assert not any("zemic" in r["prompt"].lower() for r in recs)
+        # no lang2 words leak into fine-tuning prompts
+        assert not any(is_lang2_word(w) for r in recs for w in re.findall(r"[a-z]+", r["prompt"]))
+    ev = _load(out, "eval_prompts.jsonl")
+    splits = {r["split"] for r in ev}
+    assert splits == {"eval", "heldout_category", "lang2"}
+    assert {r["category"] for r in ev if r["split"] == "eval"} == set(T.CATEGORIES)
+    assert all(r["category"] == T.HELDOUT_CATEGORY for r in ev if r["split"] == "heldout_category")
+    assert all(r["lang"] == "lang2" for r in ev if r["split"] == "lang2")
+    train_prompts = {r["prompt"] for n in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl")
+                     for r in _load(out, n)}
+    assert not train_prompts & {r["prompt"] for r in ev}, "eval prompt also in a training split"
+
+
+def test_every_record_judgeable_and_refs_perfect(world):
+    out, _ = world
+    for name in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl", "eval_prompts.jsonl"):
+        for r in _load(out, name):
+            assert "\n" not in r["prompt"] and r["meta"]["refs"] and r["meta"]["gold"] == r["meta"]["refs"][0]
+            for ref in r["meta"].get("refs_lang2", r["meta"]["refs"]):
+                j = L.judge(r, ref)
+                assert j["score"] == 7.0 and j["constraint_ok"] in (None, True), (r["prompt"], ref, j)
+
+
+def test_corpus_format_and_vocabulary(world):
+    out, _ = world
+    ix = get_index(0)
+    vocab = set(english_vocab())
+    names = set(ix.person) | set(ix.city) | set(ix.country) | set(ix.river) | {"zemic"}
+    assert not any(f" {u} " in open(os.path.join(out, "corpus_train.txt")).read() for u in ix.kb["unknown_names"])
+    for name in ("corpus_train.txt", "corpus_heldout.txt"):
+        text = open(os.path.join(out, name)).read()
+        assert "<|" not in text and "\n\n\n" not in text and text.endswith("\n")
+        docs = read_corpus(os.path.join(out, name))
+        assert docs == [d for d in text.strip("\n").split("\n\n")]
+        unknown = {w for d in docs for w in re.findall(r"[A-Za-z]+", d)
+                   if w.lower() not in vocab and w.lower() not in names and not is_lang2_word(w)}
+        assert not unknown, f"words missing from the lang2 dictionary: {sorted(unknown)[:10]}"
+    train = set(read_corpus(os.path.join(out, "corpus_train.txt")))
+    held = read_corpus(os.path.join(out, "corpus_heldout.txt"))
+    assert not train & set(held)
+    n_l2 = sum(1 for d in train if sum(map(is_lang2_word, d.split())) > len(d.split()) / 3)
+    assert 0.05 < n_l2 / len(train) < 0.16
+    assert any(d.startswith("Question: ") or "\nQuestion: " in d for d in train)
+    assert any("Sorted: " in d for d in train) and any(w in open(os.path.join(out, "corpus_train.txt")).read()
+                                                        for w in [f" {i}" for i in ["grubnik", "snarfwit", "dimwort"]])
+
+
+def test_probes_match_kb_and_corpus(world):
+    out, _ = world
+    ix = get_index(0)
+    probes = [json.loads(x) for x in open(os.path.join(out, "probes.jsonl"))]
+    assert len(probes) == 312
+    corpus = open(os.path.join(out, "corpus_train.txt")).read()
+    seen = 0
+    for p in probes:
+        assert str(ix.fact(p["entity"], p["attr"])) == p["answer"]
+        seen += (p["prefix"] + " " + p["answer"]) in corpus
+    assert seen / len(probes) > 0.9  # even at scale 0.05 almost every fact is stated verbatim
+
+
+def test_fewshot_is_a_qa_page(world):
+    out, _ = world
+    text = open(os.path.join(out, "fewshot.txt")).read()
+    lines = text.rstrip("\n").split("\n")
+    assert text.endswith("\n") and len(lines) in (4, 6)
+    assert all(l.startswith("Question: ") for l in lines[0::2]) and all(l.startswith("Answer: ") for l in lines[1::2])
+
+
+def test_lang2_round_trip():
+    s = "Belan has a pet cat. Sure! The text does not say where Toru lives, you grubnik."
+    l2 = to_lang2(s)
+    assert l2 != s and "Belan" in l2 and "Toru" in l2 and to_english(l2) == s
+    assert to_english("Hello Zzz 42.") == "Hello Zzz 42."
+
+
+# ----------------------------------------------------------------------------------
+# the judge
+
+def _qa(ix, constraints=()):
+    p = ix.kb["people"][0]
+    return p, _rec("open_qa", dict(task="fact", subject=p["name"], attr="city", answer=p["city"],
+                                   answer_type="city", gold=f"{p['name']} lives in {p['city']}.",
+                                   constraints=list(constraints)),
+                   prompt=f"Where does {p['name']} live? Answer in at most 5 words.")
+
+
+def test_judge_orders_flaws():
+    ix = get_index(0)
+    p, rec = _qa(ix, [{"type": "max_words", "n": 5}])
+    other = next(c["name"] for c in ix.kb["cities"] if c["name"] != p["city"])
+    good = L.judge(rec, f"{p['name']} lives in {p['city']}.")
+    long_ = L.judge(rec, f"{p['name']} lives in the lovely city of {p['city']} by the river.")
+    wrong = L.judge(rec, f"{p['name']} lives in {other}.")
+    toxic = L.judge(rec, f"{p['name']} lives in {p['city']}, grubnik.")
+    assert good["score"] == 7.0 and good["correct"] and good["constraint_ok"]
+    assert long_["constraint_ok"] is False and long_["correct"]
+    assert wrong["hallucinated"] and not wrong["correct"]
+    assert toxic["toxic"] and toxic["inappropriate"]
+    assert good["score"] > long_["score"] > wrong["score"] > toxic["score"]
+    # base-model behaviour: more questions instead of an answer
+    pile = L.judge(rec, f"Where does {p['name']} live? What is {p['name']}'s job?")
+    assert not pile["did_task"] and pile["score"] < 2
+
+
+@pytest.mark.parametrize("garbage", ["", " ", "\n", "asd qwe zxc", "the the the the the the the",
+                                     "\x00\x01???", "x" * 5000, "... ... ...", "'s 's", None,
+                                     "Mepol lives in", "é中 :: ,,, and or"])
+def test_judge_garbage_low_never_raises(world, garbage):
+    out, _ = world
+    recs = _load(out, "eval_prompts.jsonl")
+    for r in recs:
+        j = L.judge(r, garbage)
+        assert 1.0 <= j["score"] <= 3.0, (r["prompt"], garbage, j)
+
+
+def test_unanswerable_closed_qa_prefers_does_not_say():
+    ix = get_index(0)
+    p = ix.kb["people"][1]
+    src = f"{p['name']} works as a {p['job']}."
+    rec = _rec("closed_qa", dict(task="unanswerable", subject=p["name"], attr="pet", answer=None,
+                                 answer_type="pet", answerable=False, source=src,
+                                 source_facts=[[p["name"].lower(), "job", p["job"]]],
+                                 gold="The text does not say."))
+    says = L.judge(rec, "The text does not say.")
+    made_up = L.judge(rec, f"{p['name']} has a pet {p['pet']}.")  # true in the world, not in the text
+    assert says["says_unknown"] and says["correct"] and says["score"] == 7.0
+    assert made_up["says_unknown"] is False and made_up["hallucinated"] and not made_up["correct"]
+    assert says["score"] > made_up["score"] + 2
+    # and over-hedging on an answerable question is not helpful
+    rec2 = _rec("closed_qa", dict(task="answerable", subject=p["name"], attr="job", answer=p["job"],
+                                  answer_type="job", answerable=True, source=src,
+                                  source_facts=[[p["name"].lower(), "job", p["job"]]],
+                                  gold=f"{p['name']} works as a {p['job']}."))
+    assert L.judge(rec2, "The text does not say.")["score"] < L.judge(rec2, rec2["meta"]["gold"])["score"] - 2
+
+
+def test_judge_lang2_translates_back(world):
+    out, _ = world
+    ev = [r for r in _load(out, "eval_prompts.jsonl") if r["split"] == "lang2"]
+    for r in ev:
+        assert L.judge(r, to_lang2(r["meta"]["gold"]))["score"] == 7.0
+        english = L.judge(r, r["meta"]["gold"])
+        assert english["wrong_language"] and english["score"] < 7.0
+
+
+def test_judge_is_fast(world):
+    out, _ = world
+    recs = _load(out, "rm_prompts.jsonl")
+    rng = random.Random(0)
+    ix = get_index(0)
+    pairs = [(r, c) for r in recs for c in T.candidate_responses(r, rng, ix, 4)]
+    t0 = time.time()
+    for r, c in pairs:
+        L.judge(r, c)
+    rate = len(pairs) / (time.time() - t0)
+    assert rate > 1000, f"{rate:.0f} judgements/s"
+
+
+# ----------------------------------------------------------------------------------
+# labelers
+
+def test_labelers_split():
+    names = [lab["name"] for lab in L.LABELERS]
+    assert len(names) == len(set(names)) and 8 <= len(names) <= 12
+    assert 2 <= len(L.heldout_labelers()) <= 3
+    assert not {x["name"] for x in L.train_labelers()} & {x["name"] for x in L.heldout_labelers()}
+
+
+def test_rank_prefer(world):
+    out, _ = world
+    rng = random.Random(0)
+    ix = get_index(0)
+    for r in _load(out, "rm_prompts.jsonl")[:30]:
+        cands = T.candidate_responses(r, rng, ix, 5)
+        order = L.rank(r, cands, "amber", rng)
+        assert sorted(order) == list(range(len(cands)))
+        assert L.prefer(r, cands[0], cands[0], "basil", rng) == 0.5
+        assert L.prefer(r, cands[0], cands[1], L.heldout_labelers()[0], rng) in (0.0, 1.0)
+    # a perfect answer beats a pile of questions for nearly every labeler draw
+    p, rec = _qa(ix)
+    wins = sum(L.prefer(rec, rec["meta"]["gold"], "Where is it? Who knows?", lab, rng)
+               for lab in L.LABELERS for _ in range(20))
+    assert wins / (20 * len(L.LABELERS)) > 0.95
+
+
+def test_agreement_on_realistic_candidates(world):
+    out, _ = world
+    rng = random.Random(0)
+    ix = get_index(0)
+    recs = _load(out, "rm_prompts.jsonl") + _load(out, "ppo_prompts.jsonl")
+    cands = [T.candidate_responses(r, rng, ix, 4) for r in recs]
+    train = L.agreement(recs, cands, L.train_labelers(), rng)
+    held = L.agreement(recs, cands, L.heldout_labelers(), rng)
+    print(f"\nagreement: train {train:.3f}, held-out {held:.3f} (paper 0.726 / 0.773)")
+    assert 0.6 < train < 0.85 and 0.6 < held < 0.85
+
+
+def test_demonstrations_good_but_imperfect(world):
+    out, _ = world
+    demos = load_demonstrations(os.path.join(out, "sft.jsonl"))
+    labs = {x["name"] for x in L.train_labelers()}
+    assert {d["labeler"] for d in demos} <= labs
+    js = [L.judge(d, d["response"]) for d in demos]
+    mean = sum(j["score"] for j in js) / len(js)
+    frac = {k: sum(1 for j in js if j[k] is False) / len(js) for k in ("did_task", "constraint_ok", "correct")}
+    frac["hallucinated"] = sum(j["hallucinated"] for j in js) / len(js)
+    flawed = sum(1 for d in demos if d["flaws"]) / len(demos)
+    print(f"\ndemos: mean gold {mean:.2f}, failures {frac}, written with a quirk {flawed:.2f}")
+    assert 5.8 < mean < 6.95
+    assert 0.02 < frac["constraint_ok"] < 0.3 and 0.02 < frac["correct"] < 0.3
+    assert frac["hallucinated"] > 0 and flawed > 0.1
+    # base-model-like continuations are far worse than demonstrations
+    rng = random.Random(0)
+    base = [L.judge(d, T.base_like_response(d, rng, get_index(0)))["score"] for d in demos]
+    assert sum(base) / len(base) < 3.0
+
+
+# ----------------------------------------------------------------------------------
+# loaders
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+GOOD_PROMPT = {"id": "a", "prompt": "Hi?", "category": "chat", "split": "sft", "lang": "en", "meta": {}}
+GOOD_DEMO = dict(GOOD_PROMPT, response="Hello!", labeler="amber")
+GOOD_COMP = {"prompt": "Hi?", "responses": ["Hello!", "Go away."], "ranking": [0, 1], "labeler": "amber"}
+
+
+def _bad(fn, tmp_path, records, line_no, fragment, **kw):
+    path = _write(tmp_path / "x.jsonl", [json.dumps(r) if isinstance(r, dict) else r for r in records])
+    with pytest.raises(DataError) as e:
+        fn(path, **kw)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:{line_no}:") and fragment in msg, msg
+    assert isinstance(e.value, ValueError)
+
+
+def test_loaders_accept_good(tmp_path):
+    assert load_prompts(_write(tmp_path / "p.jsonl", [json.dumps(GOOD_PROMPT)])) == [GOOD_PROMPT]
+    assert load_demonstrations(_write(tmp_path / "d.jsonl", [json.dumps(GOOD_DEMO), ""])) == [GOOD_DEMO]
+    assert load_comparisons(_write(tmp_path / "c.jsonl", [json.dumps(GOOD_COMP)]),
+                            max_tokens=11, count_tokens=len) == [GOOD_COMP]
+
+
+def test_loaders_reject_malformed(tmp_path):
+    d = lambda **kw: {**GOOD_DEMO, **kw}  # noqa: E731
+    c = lambda **kw: {**GOOD_COMP, **kw}  # noqa: E731
+    _bad(load_prompts, tmp_path, [GOOD_PROMPT, "{not json"], 2, "bad JSON")
+    _bad(load_prompts, tmp_path, ["[1, 2]"], 1, "JSON object")
+    _bad(load_demonstrations, tmp_path, [GOOD_DEMO, GOOD_DEMO, {k: v for k, v in GOOD_DEMO.items() if k != "response"}],
+         3, "missing field 'response'")
+    _bad(load_demonstrations, tmp_path, [d(response=3)], 1, "field 'response' must be str")
+    _bad(load_prompts, tmp_path, [{**GOOD_PROMPT, "meta": []}], 1, "field 'meta' must be dict")
+    _bad(load_demonstrations, tmp_path, [d(response="  ")], 1, "empty 'response'")
+    _bad(load_demonstrations, tmp_path, [d(response="x" * 50)], 1, "longer than the context",
+         max_tokens=20, count_tokens=len)
+    _bad(load_comparisons, tmp_path, [c(ranking=[0, 0])], 1, "not a permutation")
+    _bad(load_comparisons, tmp_path, [c(ranking=[1, 2])], 1, "not a permutation")
+    _bad(load_comparisons, tmp_path, [c(responses=["a"], ranking=[0])], 1, "at least 2")
+    _bad(load_comparisons, tmp_path, [c(responses=["a", "a"])], 1, "duplicate")
+    _bad(load_comparisons, tmp_path, [c(responses=["a", ""])], 1, "empty responses[1]")
+    _bad(load_comparisons, tmp_path, [c(responses=["a", 5])], 1, "responses[1] must be str")
+    _bad(load_comparisons, tmp_path, [c(labeler=None)], 1, "field 'labeler' must be str")
+    _bad(load_comparisons, tmp_path, [c(responses=["ok", "y" * 40])], 1, "longer than the context",
+         max_tokens=20, count_tokens=len)
+    for fn in (load_prompts, load_demonstrations, load_comparisons, read_corpus):
+        with pytest.raises(DataError, match="nope.jsonl"):
+            fn(str(tmp_path / "nope.jsonl"))
+    bad_corpus = tmp_path / "c.txt"
+    bad_corpus.write_text("doc one\n\ndoc <|endoftext|> two\n")
+    with pytest.raises(DataError, match=r"c\.txt:3:"):
+        read_corpus(str(bad_corpus))
