@@ -603,7 +603,7 @@ def sample_prompted(model, tok, prompts, prefixes, max_new_tokens, temperature, 
     texts = []
     for r, m in zip(out["response"].tolist(), out["response_mask"].tolist()):
         text = tok.decode([t for t, k in zip(r, m) if k and t != tok.eot_id])
-        texts.append(text.split("\n", 1)[0].strip())  # the model goes on with the next "Question:"
+        texts.append(text.strip().split("\n", 1)[0].strip())  # then it goes on with the next "Question:"
     return texts
 
 
