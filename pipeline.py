@@ -29,7 +29,7 @@ def stages(out, world):
     py = [sys.executable]
     return [
         ("world", py + ["-m", "data.world", "build", f"--out={world}", "--seed=0"], False),
-        ("tokenizer", py + ["tokenizer.py", f"--input={world}/corpus_train.txt", "--vocab_size=2048",
+        ("tokenizer", py + ["tokenizer.py", f"--input={world}/corpus_train.txt", "--vocab_size=1024",
                             f"--out={out}/tokenizer.tiktoken"], False),
         ("base", py + ["pretrain.py", "--size=small", f"--tokenizer={out}/tokenizer.tiktoken", f"--out={out}/base.pt",
                        f"--data={world}/corpus_train.txt", f"--heldout={world}/corpus_heldout.txt",

@@ -46,7 +46,7 @@ class PretrainConfig:
     heldout: str = "data/world/corpus_heldout.txt"  # held-out text ("" = the last 5% of --data's documents)
     probes: str = "data/world/probes.jsonl"  # fact-completion probes {"prefix", "answer"} ("" = none)
     tokenizer: str = ""  # tiktoken ranks file to use; "" = train one on --data, saved next to --out
-    vocab_size: int = 2048  # BPE ranks to train when --tokenizer is ""
+    vocab_size: int = 1024  # BPE ranks to train when --tokenizer is ""
     out: str = "out/base.pt"  # checkpoint path
     size: str = "small"  # one of SIZES
     block_size: int = 256  # context length of the model (positions)

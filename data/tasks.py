@@ -118,8 +118,8 @@ EXTRACT_HEAD = {"person": "The people are", "city": "The cities are", "pet": "Th
                 "food": "The foods are"}
 
 # classification
-REVIEWS = ["The {food} at the market in {city} was {a} and {b}.",
-           "The inn in {city} was {a}, and the {food} was {b}.",
+REVIEWS = ["The market in {city} was {a} and {b}. We ate {food} there.",
+           "The inn in {city} was {a}, and the food was {b}.",
            "We ate {food} by the river in {city}. It was {a} and {b}."]
 REVIEW_END = {"positive": ["I will come back soon.", "Everyone was happy."],
               "negative": ["I will not come back.", "Nobody was happy."]}
@@ -332,7 +332,7 @@ def make_open_qa(ix, rng):
     else:
         name, attr = rng.choice(ix.kb["cities"])["name"], rng.choice(K.CITY_ATTRS)
     v = str(ix.fact(name, attr))
-    refs = [_fmt(a, n=name, v=v) for a in ANSWERS[attr]] + [f"{v}."]
+    refs = [_fmt(a, n=name, v=v) for a in ANSWERS[attr]] + [_cap(v) + "."]
     meta = dict(task="fact", subject=name, attr=attr, answer=v, answer_type=attr)
     return (rng.choice(QUESTIONS[attr]).format(n=name) + " {c} {t}", meta, refs,
             ["max_words", "one_word", "one_sentence", "start_with", "include_word"])
@@ -359,7 +359,7 @@ def make_closed_qa(ix, rng):
     v = str(ix.fact(p["name"], attr))
     question = rng.choice(QUESTIONS[attr]).format(n=p["name"])
     if answerable:
-        refs = [_fmt(a, n=p["name"], v=v) for a in ANSWERS[attr]] + [f"{v}."]
+        refs = [_fmt(a, n=p["name"], v=v) for a in ANSWERS[attr]] + [_cap(v) + "."]
     else:
         c = UNKNOWN_CLAUSE[attr].format(n=p["name"])
         refs = [_fmt(x, c=c) for x in NOT_SAY]

@@ -1,8 +1,8 @@
 """The seeded synthetic instruction world: knowledge base, pretraining corpus, prompts,
 simulated demonstrations, fact probes and labelers, written as plain files.
 
-    python -m data.world build --out=data/world --seed=0 --scale=1.0   # ~4 MB corpus, ~10 s
-    python -m data.world build --out=/tmp/w --scale=0.05               # tiny, for tests (<2 s)
+    python -m data.world build --out=data/world --seed=0 --scale=1.0   # ~4 MB corpus, ~1 s
+    python -m data.world build --out=/tmp/w --scale=0.05               # tiny, for tests (~0.2 s)
     python -m data.world stats --dir=data/world                        # counts, samples, agreement
 
 Files (same seed -> byte-identical files; see data/README.md for formats and rubric):
@@ -160,7 +160,7 @@ def _qa_pair(ix, rng, name=None):
         attr = rng.choice(K.PERSON_ATTRS)
     v = str(ix.fact(name, attr))
     q = rng.choice(T.QUESTIONS[attr]).format(n=name)
-    a = f"{v}." if rng.random() < 0.2 else _fmt(rng.choice(T.ANSWERS[attr]), n=name, v=v)
+    a = T._cap(v) + "." if rng.random() < 0.2 else _fmt(rng.choice(T.ANSWERS[attr]), n=name, v=v)
     return QA_Q + q + "\n" + QA_A + a
 
 
@@ -265,7 +265,7 @@ def make_corpus(ix, rng, target_bytes, exclude=frozenset()):
     """Documents until ~target_bytes of text. ~LANG2_FRACTION of them are in lang2."""
     names = list(DOC_KINDS)
     weights = [DOC_KINDS[k][1] for k in names]
-    docs, size, seen = [], 0, set()
+    docs, size = [], 0
     while size < target_bytes:
         if rng.random() < LANG2_FRACTION:
             doc = to_lang2(DOC_KINDS[rng.choice(LANG2_KINDS)][0](ix, rng))
@@ -273,7 +273,6 @@ def make_corpus(ix, rng, target_bytes, exclude=frozenset()):
             doc = DOC_KINDS[rng.choices(names, weights)[0]][0](ix, rng)
         if doc in exclude:
             continue
-        seen.add(doc)
         docs.append(doc)
         size += len(doc) + 2
     return docs

@@ -113,6 +113,16 @@ def test_corpus_format_and_vocabulary(world):
                                                         for w in [f" {i}" for i in ["grubnik", "snarfwit", "dimwort"]])
 
 
+def test_corpus_obeys_the_judges_semantics(world):
+    # every fact the corpus states (by the judge's person-then-value rule) is true
+    out, _ = world
+    ix = get_index(0)
+    false = [(line, f) for d in read_corpus(os.path.join(out, "corpus_train.txt"))
+             if not any(map(is_lang2_word, d.split())) for line in d.split("\n")
+             for f in L.stated_facts(line, ix) if not f[3]]
+    assert not false, false[:3]
+
+
 def test_probes_match_kb_and_corpus(world):
     out, _ = world
     ix = get_index(0)
@@ -244,6 +254,8 @@ def test_rank_prefer(world):
         assert sorted(order) == list(range(len(cands)))
         assert L.prefer(r, cands[0], cands[0], "basil", rng) == 0.5
         assert L.prefer(r, cands[0], cands[1], L.heldout_labelers()[0], rng) in (0.0, 1.0)
+    np = pytest.importorskip("numpy")
+    assert sorted(L.rank(r, cands, "cedar", np.random.default_rng(0))) == list(range(len(cands)))
     # a perfect answer beats a pile of questions for nearly every labeler draw
     p, rec = _qa(ix)
     wins = sum(L.prefer(rec, rec["meta"]["gold"], "Where is it? Who knows?", lab, rng)
