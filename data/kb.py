@@ -69,7 +69,7 @@ CODAS = ["", "", "n", "l", "r", "s", "k"]
 CITY_SUFFIXES = ["dor", "mir", "vel", "nar"]
 COUNTRY_SUFFIXES = ["ia", "land"]
 
-N_PEOPLE, N_CITIES, N_COUNTRIES, N_RIVERS, N_UNKNOWN = 48, 12, 4, 8, 24
+N_PEOPLE, N_CITIES, N_COUNTRIES, N_RIVERS, N_UNKNOWN = 24, 12, 4, 8, 24
 AGE_RANGE = (20, 70)
 
 

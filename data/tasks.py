@@ -485,9 +485,11 @@ def make_brainstorming(ix, rng):
         meta = dict(task="activities", n=n, valid=list(K.ACTIVITIES))
         return _fmt(rng.choice(RAINY_Q), t="{t}", **kw), meta, refs, []
     if r < 0.6:
-        city = rng.choice(ix.kb["cities"])["name"]
-        kind = rng.choice(sorted(CITY_KIND_Q))
-        vals = sorted({ix.fact(p, kind) for p in ix.residents[city]})
+        vals = []
+        while len(vals) < 2:  # a city whose residents have at least two different values
+            city = rng.choice(ix.kb["cities"])["name"]
+            kind = rng.choice(sorted(CITY_KIND_Q))
+            vals = sorted({ix.fact(p, kind) for p in ix.residents[city]})
         n = rng.randint(2, min(3, len(vals)))
         items = rng.sample(vals, n)
         kw = dict(N=K.NUMBER_WORDS[n], city=city, k=KIND_PLURAL[kind])

@@ -253,7 +253,7 @@ def doc_glossary(ix, rng):
     return "\n".join([GLOSSARY_HEAD] + [GLOSSARY_LINE.format(e=w, z=d[w]) for w in rng.sample(pool, 6)])
 
 
-DOC_KINDS = {"bio": (doc_bio, 0.22), "story": (doc_story, 0.10), "city": (doc_city, 0.05),
+DOC_KINDS = {"bio": (doc_bio, 0.30), "story": (doc_story, 0.10), "city": (doc_city, 0.05),
              "country": (doc_country, 0.02), "list": (doc_list, 0.06), "qa": (doc_qa, 0.15),
              "forum": (doc_forum, 0.12), "homework": (doc_homework, 0.05), "flame": (doc_flame, 0.04),
              "review": (doc_review, 0.06), "sort": (doc_sort, 0.06), "dialogue": (doc_dialogue, 0.04),

@@ -10,6 +10,7 @@ import pytest
 from data import DataError, load_comparisons, load_demonstrations, load_prompts, read_corpus
 from data import labelers as L
 from data import tasks as T
+from data import kb as K
 from data.kb import get_index
 from data.lang import english_vocab, is_lang2_word, to_english, to_lang2
 from data.world import FILES, build_world
@@ -127,7 +128,7 @@ def test_probes_match_kb_and_corpus(world):
     out, _ = world
     ix = get_index(0)
     probes = [json.loads(x) for x in open(os.path.join(out, "probes.jsonl"))]
-    assert len(probes) == 312
+    assert len(probes) == K.N_PEOPLE * len(K.PERSON_ATTRS) + K.N_CITIES * len(K.CITY_ATTRS)  # every fact once
     corpus = open(os.path.join(out, "corpus_train.txt")).read()
     seen = 0
     for p in probes:
