@@ -40,7 +40,7 @@ class CollectConfig:
     k_min: int = 4  # responses per prompt: K drawn uniformly from k_min..k_max (paper: 4..9)
     k_max: int = 9
     val_frac: float = 0.1  # prompts kept for held-out RM accuracy
-    max_prompts: int = 0  # 0 = all
+    max_prompts: int = 1000  # 0 = all (1000 of the 1500 keep the default pipeline within budget)
     max_new_tokens: int = 48
     temperature: float = 1.0
     seed: int = 1337
@@ -82,14 +82,15 @@ def main():
         texts.extend(t)
     print(f"sampled {len(flat)} responses for {len(recs)} prompts in {time.time() - t0:.0f}s")
 
-    # 2. labelers rank them; identical responses are collapsed (a ranking needs distinct items)
+    # 2. labelers rank them
     train_l, held_l = train_labelers(), heldout_labelers()
     n_val = max(1, int(len(recs) * cfg.val_frac))
     rows = {"comparisons.jsonl": [], "comparisons_val.jsonl": [], "comparisons_val_heldout.jsonl": []}
     val_recs, val_resps = [], []
     pos = 0
     for j, (r, k) in enumerate(zip(recs, ks)):
-        resp = list(dict.fromkeys(texts[pos : pos + k]))  # dedupe, keep order
+        # dedupe (a ranking needs distinct items) and drop empty answers (EOS at once)
+        resp = [t for t in dict.fromkeys(texts[pos : pos + k]) if t.strip()]
         pos += k
         if len(resp) < 2:
             continue

@@ -35,7 +35,7 @@ def stages(out, world):
                        f"--data={world}/corpus_train.txt", f"--heldout={world}/corpus_heldout.txt",
                        f"--probes={world}/probes.jsonl"], True),
         ("base_large", py + ["pretrain.py", "--size=large", f"--tokenizer={out}/tokenizer.tiktoken",
-                             f"--out={out}/base_large.pt", f"--data={world}/corpus_train.txt",
+                             f"--out={out}/base_large.pt", "--max_iters=500", f"--data={world}/corpus_train.txt",
                              f"--heldout={world}/corpus_heldout.txt", f"--probes={world}/probes.jsonl"], True),
         ("sft", py + ["sft.py", f"--init={out}/base.pt", f"--data={world}/sft.jsonl", f"--out={out}/sft.pt"], True),
         ("collect", py + ["collect.py", f"--policy={out}/sft.pt", f"--prompts={world}/rm_prompts.jsonl",
@@ -49,7 +49,7 @@ def stages(out, world):
                           f"--prompts={world}/ppo_prompts.jsonl", f"--ptx_data={world}/corpus_train.txt",
                           "--ptx_coef=1.0", f"--out={out}/ppo_ptx.pt"], True),
         ("ppo_beta0", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
-                            f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", f"--out={out}/ppo_beta0.pt"],
+                            f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", "--iters=20", f"--out={out}/ppo_beta0.pt"],
          True),
         ("evaluate", py + ["evaluate.py",
                            f"--models=base_large={out}/base_large.pt,base={out}/base.pt,prompted={out}/base.pt,"

@@ -69,11 +69,11 @@ class PPOConfig:
     prompts: str = "data/world/ppo_prompts.jsonl"
     ptx_data: str = "data/world/corpus_train.txt"  # pretraining text for the ptx term
     out: str = "out/ppo.pt"
-    iters: int = 40  # PPO iterations (each: one batch of rollouts)
+    iters: int = 30  # PPO iterations (each: one batch of rollouts)
     batch_size: int = 64  # rollouts per iteration (paper: 512)
     minibatch_size: int = 16  # (paper: 64)
     ppo_epochs: int = 2  # passes over each batch (paper: 1)
-    lr: float = 3e-5  # policy and value learning rate; linear decay to 0
+    lr: float = 5e-5  # policy and value learning rate; linear decay to 0
     kl_coef: float = 0.02  # beta: per-token KL penalty against the SFT model (paper: 0.02)
     adaptive_kl: bool = False  # Ziegler's adaptive controller instead of a fixed beta
     kl_target: float = 6.0  # adaptive controller: target KL per response (nats)

@@ -53,9 +53,9 @@ class PretrainConfig:
     train_ctx: int = 128  # length of the training windows (<= block_size)
     dropout: float = 0.0
     batch_size: int = 16
-    max_iters: int = 1200
-    lr: float = 2e-3  # peak learning rate
-    min_lr: float = 2e-4  # cosine decays to this
+    max_iters: int = 900
+    lr: float = 3e-3  # peak learning rate
+    min_lr: float = 3e-4  # cosine decays to this
     warmup_iters: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0

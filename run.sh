@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up and run the whole pipeline on the embedded synthetic world.
+#   bash run.sh            # default run -> out/report.md
+#   bash run.sh --quick    # tiny settings, ~2 minutes
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+# torch first: without it, a bare `torch` requirement pulls a multi-GB CUDA build; the pinned
+# CPU wheel is what these machines carry. Have a GPU? Install a CUDA torch yourself first.
+$PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
+$PY -m pip install -q -r requirements.txt
+exec $PY pipeline.py "$@"
