@@ -509,8 +509,8 @@ def make_figures(results, out_dir):
         for path, rows in logs.items():
             label = os.path.basename(path).replace("_log.jsonl", "")
             kl = [r["kl"] for r in rows]
-            axes[0].plot(kl, [r["score"] for r in rows], marker=".", label=label)
-            axes[1].plot(kl, [r["gold"] for r in rows], marker=".", label=label)
+            axes[0].plot(kl, [r["score"] for r in rows], "o", alpha=0.6, label=label)  # points: KL is not monotone in the iteration
+            axes[1].plot(kl, [r["gold"] for r in rows], "o", alpha=0.6, label=label)
         axes[0].set(xlabel="KL(policy || SFT) per response", ylabel="RM score", title="what PPO optimises")
         axes[1].set(xlabel="KL(policy || SFT) per response", ylabel="gold score (1-7)", title="what we want")
         axes[0].legend()
