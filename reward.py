@@ -254,6 +254,11 @@ def main():
         if all("meta" in c for c in val):  # our collected comparisons carry the judge's metadata
             gold = [judge(c, r)["score"] for c in val for r in c["responses"]]
             report["gold_corr"] = pearson(scores, gold)
+        c = val[0]  # a sample: one held-out prompt, its responses in the labeler's order, with RM scores
+        print(f"sample: {c['prompt'][:90]!r} (labeler {c['labeler']})")
+        for rank_i, j in enumerate(c["ranking"]):
+            extra = f" | gold {judge(c, c['responses'][j])['score']:.2f}" if "meta" in c else ""
+            print(f"  #{rank_i + 1} RM {scores[j]:+.2f}{extra} | {c['responses'][j][:90]!r}")
     print("reward model on held-out prompts: " + " | ".join(f"{k} {v:.3f}" for k, v in report.items()))
     print("  (paper: 72.4% within the training labelers' group, 69.6% on held-out labelers)")
     save_checkpoint(dict(stage="reward", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
