@@ -349,7 +349,6 @@ def test_loaders_reject_malformed(tmp_path):
     for fn in (load_prompts, load_demonstrations, load_comparisons, read_corpus):
         with pytest.raises(DataError, match="nope.jsonl"):
             fn(str(tmp_path / "nope.jsonl"))
-    bad_corpus = tmp_path / "c.txt"
-    bad_corpus.write_text("doc one\n\ndoc <|endoftext|> two\n")
-    with pytest.raises(DataError, match=r"c\.txt:3:"):
-        read_corpus(str(bad_corpus))
+    corpus = tmp_path / "c.txt"  # special-token text in a user's corpus stays plain text
+    corpus.write_text("doc one\n\ndoc <|endoftext|> two\n")
+    assert read_corpus(str(corpus)) == ["doc one", "doc <|endoftext|> two"]
