@@ -94,7 +94,7 @@ def parse_config(cfg, argv=None):
             comments = _field_comments(type(cfg))
             print(f"options for {type(cfg).__name__} (--key=value, or a preset file of key = value lines):")
             for k in fields:
-                print(f"  --{k}={getattr(cfg, k)!r:<24} {comments.get(k, '')}")
+                print(f"  {f'--{k}={getattr(cfg, k)!r}':<44} {comments.get(k, '')}")
             sys.exit(0)
         if arg.startswith("--"):
             if "=" not in arg:
