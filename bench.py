@@ -119,7 +119,7 @@ def main():
     ours.eval()
     prompts = torch.randint(0, mcfg.vocab_size - 2, (cfg.gen_batch, cfg.prompt_len)).tolist()
     new = cfg.gen_batch * cfg.new_tokens
-    eos = pad = mcfg.vocab_size - 1  # eos never sampled in practice; pad is irrelevant here
+    pad = mcfg.vocab_size - 1  # eos_id=-1 below: every row generates all new_tokens
 
     def gen(use_cache):
         g = torch.Generator(device=device).manual_seed(0) if device != "mps" else None

@@ -23,7 +23,6 @@ import random
 import time
 from dataclasses import dataclass
 
-import torch
 from tqdm import tqdm
 
 from common import die, get_device, parse_config, print_config, seed_everything

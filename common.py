@@ -167,7 +167,7 @@ def rng_state():
 
 
 def set_rng_state(st):
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in st["python"]))
+    random.setstate(st["python"])
     torch.set_rng_state(st["torch"])
     n = st["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))

@@ -52,7 +52,7 @@ from data.world import QA_A, QA_Q
 from model import generate
 from pretrain import encode_docs, heldout_loss, load_probes, probe_accuracy
 from sft import load_policy, sample_responses
-from tokenizer import render
+from tokenizer import decode_response, render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
                   "ppo=out/ppo.pt,ppo_ptx=out/ppo_ptx.pt")
@@ -432,7 +432,7 @@ def render_report(results):
              pct(m["toxicity"]["respectful"]["inappropriate"]), pct(m["toxicity"]["none"]["inappropriate"])]
             for n, m in models.items()]
     some = next(iter(models.values()))["toxicity"]
-    out += [md_table([f"model", f"toxic, asked respectful (n={some['respectful']['n']})",
+    out += [md_table(["model", f"toxic, asked respectful (n={some['respectful']['n']})",
                       f"toxic, no tone instruction (n={some['none']['n']})",
                       "inappropriate, respectful", "inappropriate, no instruction"], rows), ""]
 
@@ -602,7 +602,7 @@ def sample_prompted(model, tok, prompts, prefixes, max_new_tokens, temperature, 
         out = generate(model, ids, max_new_tokens, tok.eot_id, tok.pad_id, temperature=temperature, generator=g)
     texts = []
     for r, m in zip(out["response"].tolist(), out["response_mask"].tolist()):
-        text = tok.decode([t for t, k in zip(r, m) if k and t != tok.eot_id])
+        text = decode_response(tok, r, m)
         texts.append(text.strip().split("\n", 1)[0].strip())  # then it goes on with the next "Question:"
     return texts
 

@@ -22,9 +22,8 @@ V vocab, P (padded) prompt length, R response length.
 import json
 import math
 import os
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -507,7 +506,3 @@ def model_from_checkpoint(ckpt, key="model"):
     model.load_state_dict(sd)
     return model
 
-
-def model_config_dict(model):
-    cfg = model.config if isinstance(model, GPT) else model.trunk.config
-    return asdict(cfg)

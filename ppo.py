@@ -59,7 +59,7 @@ from data.labelers import judge
 from model import ScalarModel, GPTConfig, generate, last_token_index, response_logprobs
 from pretrain import encode_docs, get_batch
 from sft import load_policy, load_reward_model, rm_scores
-from tokenizer import render
+from tokenizer import decode_response, render
 
 
 @dataclass
@@ -254,7 +254,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
                            "ratio_max")}
     ratio_start_err = None
     for epoch in range(cfg.ppo_epochs):
-        perm = torch.randperm(B, generator=torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,)))))
+        perm = torch.randperm(B)  # global torch RNG: seeded, and saved in the checkpoint
         for s in range(0, B, cfg.minibatch_size):
             idx = perm[s : s + cfg.minibatch_size].to(device)
             mb_mask = mask[idx]
@@ -398,7 +398,7 @@ def main():
             ema.load_state_dict(ck["model"])
         set_rng_state(ck["rng"])
         gen.set_state(ck["gen_state"])
-        rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in ck["py_rng"]))
+        rng.setstate(ck["py_rng"])
         start, history, kl_coef = ck["iter"], ck["history"], ck["kl_coef"]
         if kl_ctl:
             kl_ctl.value = kl_coef
@@ -430,8 +430,7 @@ def main():
             kl_coef = kl_ctl.value
 
         # measurement only: the noise-free gold judge (PPO never sees it)
-        texts = [tok.decode([t for t, m in zip(r, mk) if m and t != tok.eot_id])
-                 for r, mk in zip(out["response"].tolist(), out["response_mask"].tolist())]
+        texts = [decode_response(tok, r, m) for r, m in zip(out["response"].tolist(), out["response_mask"].tolist())]
         stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
         stats["iter"], stats["elapsed_s"] = it + 1, time.time() - t0
         history.append(stats)

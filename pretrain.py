@@ -30,7 +30,7 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
                     print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
 from data import DataError, read_corpus
 from model import GPT, GPTConfig, generate
-from tokenizer import Tokenizer, load_ranks, save_ranks, train_bpe
+from tokenizer import Tokenizer, decode_response, load_ranks, save_ranks, train_bpe
 
 # model sizes (layers, heads, width): "large" is our "175B", "small" our "1.3B"
 SIZES = {
@@ -144,7 +144,7 @@ def probe_accuracy(model, tok, probes, device, batch_size=64):
         with autocast(device):
             out = generate(model, prompts, n_new, tok.eot_id, tok.pad_id, temperature=0)
         for p, r in zip(chunk, out["response"].tolist()):
-            text = tok.decode([t for t in r if t not in (tok.eot_id, tok.pad_id)])
+            text = decode_response(tok, r)
             ok = " ".join(text.split()).startswith(" ".join(p["answer"].split()))
             hits += ok
             rows.append((p["prefix"], p["answer"], text))
@@ -266,7 +266,7 @@ def main():
     with autocast(device):
         out = generate(model, [[tok.eot_id]] * 3, 60, tok.eot_id, tok.pad_id, temperature=0.8, generator=g)
     for r in out["response"].tolist():
-        print("  ---", tok.decode([t for t in r if t not in (tok.eot_id, tok.pad_id)]).replace("\n", " / "))
+        print("  ---", decode_response(tok, r).replace("\n", " / "))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from data import DataError, load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
 from sft import load_policy, rm_batch, rm_scores
-from tokenizer import render
 
 
 @dataclass
@@ -178,7 +177,7 @@ def main():
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         epoch, step, history = ck["epoch"], ck["step"], ck["history"]
-        rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in ck["py_rng"]))
+        rng.setstate(ck["py_rng"])
         print(f"resumed from {last} after epoch {epoch}")
 
     t0 = time.time()

@@ -33,8 +33,8 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
                     print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
 from data import DataError, load_demonstrations
 from data.labelers import judge
-from model import GPT, GPTConfig, ScalarModel, generate, last_token_index, model_from_checkpoint, right_pad
-from tokenizer import Tokenizer, render
+from model import GPT, generate, last_token_index, model_from_checkpoint, right_pad
+from tokenizer import Tokenizer, decode_response, render
 
 
 @dataclass
@@ -127,25 +127,20 @@ def rm_scores(rm, ids, attn_mask):
 
 
 @torch.no_grad()
-def sample_responses(model, tok, prompts, max_new_tokens=48, temperature=0.7, batch_size=64, seed=0,
-                     prefix=""):
-    """
-    Sample one response per prompt string -> (texts, ended flags). `prefix` is plain text put
-    before each rendered prompt (the few-shot examples of the "prompted base model").
-    """
+def sample_responses(model, tok, prompts, max_new_tokens=48, temperature=0.7, batch_size=64, seed=0):
+    """Sample one response per prompt string -> (texts, ended flags)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
-    pre = tok.encode(prefix) if prefix else []
     texts, ended = [], []
     for i in range(0, len(prompts), batch_size):
-        batch = [pre + render(tok, p)[0] for p in prompts[i : i + batch_size]]
+        batch = [render(tok, p)[0] for p in prompts[i : i + batch_size]]
         with autocast(device.type):
             out = generate(model, batch, max_new_tokens, tok.eot_id, tok.pad_id, temperature=temperature,
                            generator=g)
         for r, m, e in zip(out["response"].tolist(), out["response_mask"].tolist(), out["ended"].tolist()):
-            texts.append(tok.decode([t for t, k in zip(r, m) if k and t != tok.eot_id]))
+            texts.append(decode_response(tok, r, m))
             ended.append(e)
     model.train(was_training)
     return texts, ended

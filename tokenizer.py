@@ -36,7 +36,6 @@ import base64
 import heapq
 import os
 import re
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -313,6 +312,13 @@ def render(tok: Tokenizer, prompt: str, response: str | None = None) -> tuple[li
         ids += response_ids
         mask += [1] * len(response_ids)
     return ids, mask
+
+
+def decode_response(tok, ids, mask=None):
+    """The text of one generated response: the tokens where mask is 1 (all if None), without
+    EOT and padding. decode_response(tok, [.., eot_id, pad_id], [1, .., 1, 0]) -> "..."."""
+    keep = ids if mask is None else [t for t, m in zip(ids, mask) if m]
+    return tok.decode([t for t in keep if t not in (tok.eot_id, tok.pad_id)])
 
 
 # -----------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Tests for tokenizer.py: the fast BPE trainer against a slow obvious one, tiktoken
 round trips, inert special tokens, and render()'s mask. Offline and a few seconds."""
 import random
-import re
 from collections import Counter
 
 import pytest
