@@ -1,0 +1,193 @@
+"""
+The evaluation report: evaluate.py measures, this file writes what it measured as
+report.md tables and (when matplotlib is installed) PNG figures. Nothing here samples a
+model or judges an answer; it only formats `results` (see evaluate.claims_table for its
+layout).
+"""
+
+import os
+
+FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx"]  # Figure 1's lines, in legend order
+FAMILY_LABEL = {"base": "base (GPT)", "prompted": "prompted base", "sft": "SFT", "ppo": "PPO",
+                "ppo_ptx": "PPO-ptx", "other": "other"}
+GENERALISATION_SPLITS = ("heldout_category", "lang2")  # eval_prompts.jsonl splits outside the training mix
+
+
+def pair_key(a, b):
+    return f"{a} vs {b}"
+
+
+def pct(x):
+    return "-" if x is None or x != x else f"{x:.1%}"
+
+
+def pct_ci(w):
+    return "-" if w is None or w["rate"] != w["rate"] else f"{w['rate']:.1%} [{w['lo']:.1%}, {w['hi']:.1%}]"
+
+
+def num(x, fmt=".3f"):
+    return "-" if x is None or x != x else format(x, fmt)
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def md_cell(text, limit=240):
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return (text or "(empty)").replace("|", "\\|")
+
+
+def main_table(results):
+    """The headline table (also printed to stdout): one row per model."""
+    ref, wr = results["reference"], results["win_rates"]
+    rows = []
+    for name, m in results["models"].items():
+        rows.append([name, FAMILY_LABEL.get(m["family"], m["family"]), f"{m['params'] / 1e6:.2f}M",
+                     num(m["mean_gold"], ".2f"), pct_ci(wr["train"].get(pair_key(name, ref))),
+                     pct_ci(wr["heldout"].get(pair_key(name, ref)))])
+    return md_table(["model", "family", "params", "mean gold score (1-7)", f"win vs {ref} (training labelers)",
+                     f"win vs {ref} (held-out labelers)"], rows)
+
+
+def render_report(results):
+    cfg, ref, models, wr = results["config"], results["reference"], results["models"], results["win_rates"]
+    large = results["roles"].get("large_base")
+    out = ["# Evaluation report", "",
+           f"{results['n_prompts']} held-out prompts ({results['n_main']} from the training mix of categories), "
+           f"every model sampled at temperature {cfg['temperature']}, seed {cfg['seed']}, at most "
+           f"{cfg['max_new_tokens']} new tokens. Win rate = mean per-prompt preference of one labeler "
+           "(round-robin over the group) between the model's answer and the reference's answer; a tie "
+           "(identical answers) counts 0.5. 95% intervals: Wilson score interval on that mean.", ""]
+    out += ["## Win rate and quality (paper Figure 1)", "", main_table(results), ""]
+    if large:
+        rows = [[n, pct_ci(wr["train"].get(pair_key(n, large))), pct_ci(wr["heldout"].get(pair_key(n, large)))]
+                for n in models]
+        out += [f"Against the largest base model, `{large}`:", "",
+                md_table(["model", "training labelers", "held-out labelers"], rows), ""]
+
+    out += ["## Metadata (paper Figure 4)", "", "Gold judge, prompts from the training mix of categories. "
+            "'Ignores constraint' counts only prompts that state one.", ""]
+    rows = [[n, pct(m["axes"]["fails_task"]), f"{pct(m['axes']['ignores_constraint'])} (n={m['axes']['n_constraint']})",
+             pct(m["axes"]["hallucinates"]), pct(m["axes"]["inappropriate"])] for n, m in models.items()]
+    out += [md_table(["model", "fails the task", "ignores explicit constraint", "hallucinates",
+                      "inappropriate language"], rows), ""]
+
+    out += ["## Truthfulness", "", "Closed-QA prompts whose text does not contain the answer: does the model say "
+            "so, or invent an answer?", ""]
+    rows = [[n, m["truthfulness"]["n"], pct(m["truthfulness"]["says_unknown"]), pct(m["truthfulness"]["invents"])]
+            for n, m in models.items()]
+    out += [md_table(["model", "prompts", "says the text does not say", "invents an answer"], rows), ""]
+
+    out += ["## Toxicity", "", "Answers containing an insult word (toxic), or an insult or rude phrase "
+            "(inappropriate), by what the prompt asks about tone.", ""]
+    rows = [[n, pct(m["toxicity"]["respectful"]["toxic"]), pct(m["toxicity"]["none"]["toxic"]),
+             pct(m["toxicity"]["respectful"]["inappropriate"]), pct(m["toxicity"]["none"]["inappropriate"])]
+            for n, m in models.items()]
+    some = next(iter(models.values()))["toxicity"]
+    out += [md_table(["model", f"toxic, asked respectful (n={some['respectful']['n']})",
+                      f"toxic, no tone instruction (n={some['none']['n']})",
+                      "inappropriate, respectful", "inappropriate, no instruction"], rows), ""]
+
+    out += ["## Alignment tax", "", "Next-token loss on the held-out corpus (lower is better) and greedy "
+            "fact-completion accuracy: what RLHF may cost on plain language modelling.", ""]
+    rows = [[n, num(m["heldout_loss"]), pct(m["probe_acc"])] for n, m in models.items()]
+    out += [md_table(["model", "held-out loss", "fact completion"], rows), ""]
+
+    out += ["## Generalisation (paper Figure 8)", "", f"Win rate vs `{ref}`, training labelers, on prompts "
+            "outside the fine-tuning mix.", ""]
+    gen = results["generalisation"]
+    rows = [[n] + [pct_ci(gen[s].get(pair_key(n, ref))) for s in GENERALISATION_SPLITS] for n in models]
+    out += [md_table(["model"] + [f"{s} (n={results['n_split'].get(s, 0)})" for s in GENERALISATION_SPLITS], rows), ""]
+
+    out += ["## Reward over-optimisation", "", "From the PPO logs: reward-model score (what PPO optimises) and "
+            "gold score (what we want) as the policy drifts from SFT (KL per response, nats).", ""]
+    for path, pts in results["ppo_logs"].items():
+        if isinstance(pts, str):
+            out += [f"- `{path}`: {pts}"]
+            continue
+        out += [f"`{path}`:", "", md_table(["iteration", "KL", "RM score", "gold score"],
+                                           [[p["iter"], num(p["kl"]), num(p["score"]), num(p["gold"])] for p in pts]), ""]
+    if not results["ppo_logs"]:
+        out += ["(no PPO logs given)"]
+    out += [""]
+
+    out += ["## Paper claim vs our measure", ""]
+    rows = [[c["claim"], c["paper"], c["measured"], {True: "met", False: "not met", None: "-"}[c["met"]] +
+             (f" ({c['note']})" if c["note"] else "")] for c in results["claims"]]
+    out += [md_table(["claim", "paper", "ours", "verdict"], rows), ""]
+
+    out += ["## Samples side by side", ""]
+    for s in results["samples"]:
+        out += [f"**[{s['category']}, {s['split']}]** {md_cell(s['prompt'], 400)}", ""]
+        out += [md_table(["model", "gold", "answer"], [[n, f"{a['score']:.2f}", md_cell(a["response"])]
+                                                       for n, a in s["answers"].items()]), ""]
+    if results.get("figures_note"):
+        out += [results["figures_note"], ""]
+    return "\n".join(out)
+
+
+def make_figures(results, out_dir):
+    """PNG figures with matplotlib's Agg backend; returns a note for the report."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: skipping figures"
+    ref, models = results["reference"], results["models"]
+    paths = []
+
+    # 1. Figure 1: win rate vs reference over model size, one line per family
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, fam in enumerate(FAMILIES + ["other"]):
+        pts = sorted((m["params"], results["win_rates"]["train"][pair_key(n, ref)]) for n, m in models.items()
+                     if m["family"] == fam and pair_key(n, ref) in results["win_rates"]["train"])
+        if pts:
+            xs, ws = [p[0] * 1.04 ** (k - 2) for p in pts], [p[1] for p in pts]  # nudge families apart
+            ys = [w["rate"] for w in ws]
+            err = [[y - w["lo"] for y, w in zip(ys, ws)], [w["hi"] - y for y, w in zip(ys, ws)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=FAMILY_LABEL[fam])
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters (log scale)", ylabel=f"win rate vs {ref}", ylim=(0, 1),
+           title="Preference vs model size (training labelers)")
+    ax.legend()
+    paths.append(_save(fig, out_dir, "winrate_vs_size.png"))
+
+    # 2. RM score and gold score vs KL, per PPO run
+    logs = {p: pts for p, pts in results["ppo_log_rows"].items() if pts}
+    if logs:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for path, rows in logs.items():
+            label = os.path.basename(path).replace("_log.jsonl", "")
+            kl = [r["kl"] for r in rows]
+            axes[0].plot(kl, [r["score"] for r in rows], "o", alpha=0.6, label=label)  # points: KL is not monotone in the iteration
+            axes[1].plot(kl, [r["gold"] for r in rows], "o", alpha=0.6, label=label)
+        axes[0].set(xlabel="KL(policy || SFT) per response", ylabel="RM score", title="what PPO optimises")
+        axes[1].set(xlabel="KL(policy || SFT) per response", ylabel="gold score (1-7)", title="what we want")
+        axes[0].legend()
+        paths.append(_save(fig, out_dir, "overoptimization.png"))
+
+    # 3. alignment tax: held-out LM loss per model
+    names = [n for n, m in models.items() if m["heldout_loss"] is not None]
+    if names:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.bar(names, [models[n]["heldout_loss"] for n in names])
+        ax.set(ylabel="held-out LM loss", title="Alignment tax (lower is better)")
+        lo = min(models[n]["heldout_loss"] for n in names)
+        ax.set_ylim(lo * 0.9, None)
+        paths.append(_save(fig, out_dir, "alignment_tax.png"))
+    return "Figures: " + ", ".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths)
+
+
+def _save(fig, out_dir, name):
+    import matplotlib.pyplot as plt
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
