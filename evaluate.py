@@ -79,6 +79,7 @@ class EvalConfig:
 
 
 Z95 = 1.959964  # two-sided 95% normal quantile
+MIN_TAX = 0.05  # nats: smallest PPO-vs-SFT held-out loss increase counted as an alignment tax
 
 
 # -----------------------------------------------------------------------------
@@ -313,8 +314,9 @@ def claims_table(results):
     def tax(p, pp, s):
         lp, lpp, ls = (models[m]["heldout_loss"] for m in (p, pp, s))
         lost = lpp - ls
-        if not lost > 0:
-            return f"SFT {ls:.3f}, PPO {lpp:.3f}, PPO-ptx {lp:.3f}", None, "PPO did not lose anything to recover"
+        if not lost > MIN_TAX:  # below the held-out estimate's noise a recovery ratio means nothing
+            return (f"SFT {ls:.3f}, PPO {lpp:.3f}, PPO-ptx {lp:.3f}", None,
+                    f"PPO lost {lost:+.3f} nats vs SFT (< {MIN_TAX}): nothing measurable to recover")
         rec = (lpp - lp) / lost
         return f"SFT {ls:.3f}, PPO {lpp:.3f}, PPO-ptx {lp:.3f} (recovers {rec:.0%})", rec >= 0.5, ""
 

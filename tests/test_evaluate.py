@@ -180,6 +180,8 @@ def test_claims_table_skips_missing_models():
     r = made_up_results()
     r["models"]["ppo"]["heldout_loss"] = 2.0  # PPO did not regress: nothing to recover, no verdict
     assert E.claims_table(r)[6]["met"] is None
+    r["models"]["ppo"]["heldout_loss"] = 2.02  # a regression within the noise: no 900% "recovery" verdict
+    assert E.claims_table(r)[6]["met"] is None
 
 
 def test_assign_roles_picks_largest_base():
