@@ -13,7 +13,9 @@ World semantics that the corpus, the demonstrations and the judge all share:
     or is a question. That is how fabricated facts become machine-checkable.
 Value words never overlap between attribute types (no "fish" both pet and food).
 """
+import functools
 import random
+import re
 
 # ----------------------------------------------------------------------------------
 # fixed lexicon (English side; data/lang.py maps every word to the second language)
@@ -60,6 +62,55 @@ NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven",
                 "eight", "nine", "ten", "eleven", "twelve"]
 
 # ----------------------------------------------------------------------------------
+# the English vocabulary: every word the world can write. data/lang.py gives each one a
+# second-language word, and make_kb keeps entity names out of it. It is spelled out here
+# (the lexicon lists above + the two word lists below) rather than collected from the
+# templates, so that a new template in data/tasks.py or data/world.py never changes a
+# world by accident: tests/test_world.py fails until its new words are added here, and
+# adding a word deliberately changes every world's lang2 dictionary.
+
+LEXICON = [JOBS, PETS, COLOURS, FOODS, PERSON_ATTRS, CITY_ATTRS, ACTIVITIES, INSULTS, RUDE_PHRASES,
+           POSITIVE_WORDS, NEGATIVE_WORDS, UNKNOWN_PHRASES, FILLERS, POLITE_MARKERS, GREETINGS,
+           PRONOUN_WORDS, NUMBER_WORDS]
+# the templates' other words (data/tasks.py, data/world.py); "s" is the tail of "'s"
+TEMPLATE_WORDS = """
+about actually all alphabetical also always am and another answer answers anyone anything are
+arrives as ask asks at ate back based be become bed begin below best bring busy buy by called
+change cities colours come commas cook cooking could count counting days dear decide describe
+description did dinner do doing door early eat every everyone favourite feed few find fine flows
+following foods forum frequently friends from games gift give going guest had has having here
+homework how ideas include inn into inviting jobs keep kind kinds like liked likes list live
+lived lives living love loved loves luck make many market may meeting message most my name named
+names negative neighbours next night note now often okay old on once only or order our painted
+pass past people pets polite positive post practice profile puzzles quick quiz rainy reading
+reads remember replies respectful review rewrite rude s same see send sentence separate short
+sings sleep so someone soon sorry sort sorted sorting start summarise summary sunny tasks tense
+there these things thread through time today tomorrow tonight too trip turn ugh us use using
+visiting visitor walk walked walks want was way we wear week weekend well went where which why
+will with wondering word words work worked works world would writing wrote years yes your
+""".split()
+# written by no template: pieces of category, file and document-kind ids and of name
+# syllables, which an earlier version collected by scanning every constant of kb, tasks
+# and world. Kept so that every world (its lang2 dictionary, its names) stays the same.
+LEGACY_WORDS = """
+b bio brainstorming category chat classification closed corpus d dialogue dor e eval extraction
+f fewshot flame g generation glossary h heldout ia json jsonl k kb l labelers land lang m max
+mir n nar none o open p person ppo probes prompts qa r rm sft summarization train txt u v vel
+""".split()
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+@functools.lru_cache(maxsize=1)
+def english_vocab():
+    """Sorted tuple of every lower-case English word the world can write."""
+    out = set(TEMPLATE_WORDS) | set(LEGACY_WORDS)
+    for phrases in LEXICON:
+        for phrase in phrases:
+            out.update(w.lower() for w in _WORD.findall(phrase))  # "doesn't" -> "doesn", "t"
+    return tuple(sorted(out))
+
+
+# ----------------------------------------------------------------------------------
 # invented names: pronounceable, built from syllables that avoid z/q/x/j/w/y
 # (those letters mark the second language, so a name can never be a lang2 word)
 
@@ -91,7 +142,6 @@ def _unique_names(rng, n, make, taken):
 
 def make_kb(seed=0):
     """The seeded KB as a JSON-friendly dict. make_kb(0) == make_kb(0), always."""
-    from data.lang import english_vocab  # lazy: lang scans this module's constants
     rng = random.Random(f"kb-{seed}")
     taken = set(english_vocab())  # an entity name is never an English world word
     people = _unique_names(rng, N_PEOPLE, lambda: _syllables(rng, 2) + rng.choice(CODAS), taken)

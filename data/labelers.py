@@ -24,7 +24,7 @@ import random
 import re
 
 from data import kb as K
-from data.lang import english_vocab, is_lang2_word, to_english
+from data.lang import is_lang2_word, to_english
 
 # ----------------------------------------------------------------------------------
 # the labelers. noise: Gumbel scale in score units (calibrated so that two training
@@ -126,6 +126,7 @@ _POLITE = [_norm(p) for p in K.POLITE_MARKERS]
 _GREET = [_norm(p) for p in K.GREETINGS]
 _RUDE = [_norm(p) for p in K.RUDE_PHRASES]
 _INSULTS = set(K.INSULTS) | {w + "s" for w in K.INSULTS}
+_VOCAB = set(K.english_vocab())
 
 
 def list_items(text):
@@ -187,7 +188,6 @@ def stated_facts(text, ix):
     does the same for the city. Negated clauses and questions assert nothing.
     Unknown capitalised names (not in the KB, not English) count as people whose
     every 'fact' is false, so invented people are caught as fabrications."""
-    vocab = _vocab_set()
     facts = []
     last_person = None
     # a colon also ends the scope of a subject ("Post by Belan: List the cities of ...")
@@ -209,7 +209,7 @@ def stated_facts(text, ix):
                         person = last_person
                         subj = ("p", person)
                     continue
-                if (tok[0].isupper() and base not in vocab and base not in ix.value_type
+                if (tok[0].isupper() and base not in _VOCAB and base not in ix.value_type
                         and base.isalpha() and len(base) > 2):
                     person = last_person = base  # an invented name
                     subj = ("p", base)
@@ -236,16 +236,6 @@ def stated_facts(text, ix):
         truth = ix.fact(e, a)
         out.append((e, a, v, truth is not None and truth.lower() == v))
     return out
-
-
-_VOCAB = None
-
-
-def _vocab_set():
-    global _VOCAB
-    if _VOCAB is None:
-        _VOCAB = set(english_vocab())
-    return _VOCAB
 
 
 # ----------------------------------------------------------------------------------
@@ -289,7 +279,7 @@ def assess(rec, response, ix=None):
     if rec.get("lang") == "lang2":
         raw = words(text)
         n_l2 = sum(1 for w in raw if is_lang2_word(w))
-        n_en = sum(1 for w in raw if w.lower() in _vocab_set())
+        n_en = sum(1 for w in raw if w.lower() in _VOCAB)
         wrong_language = n_en > n_l2
         text = to_english(text)
     text = text.replace("\x00", " ")

@@ -1,10 +1,10 @@
 """The second "language": a deterministic word-level translation of the world's English.
 
-Every English word of the world (all words in the UPPERCASE module constants of
-data.kb, data.tasks and data.world, i.e. the lexicon and all templates) gets an
-invented word built from hashed syllables. Names and numbers are left unchanged;
-capitalisation of the first letter is carried over. The dictionary does not depend
-on the world seed, so `to_lang2` / `to_english` are pure functions:
+Every English word of the world (`data.kb.english_vocab()`: the lexicon and every word
+of the templates, listed by hand) gets an invented word built from hashed syllables.
+Names and numbers are left unchanged; capitalisation of the first letter is carried
+over. The dictionary does not depend on the world seed, so `to_lang2` / `to_english`
+are pure functions:
 
     to_lang2("Belan has a pet cat.")            -> "Belan zuvo qe yoqa xilo." (say)
     to_english(to_lang2("Belan has a pet cat.")) == "Belan has a pet cat."
@@ -17,37 +17,13 @@ import functools
 import hashlib
 import re
 
+from data.kb import english_vocab
+
 LANG2_NAME = "Zemic"  # what the English side calls the language (a proper noun)
 _MARK = "zqxjwy"
 _L2_ONSETS = ["z", "v", "q", "x", "k", "r", "n", "j", "w", "s", "t", "y", "zh", "dr"]
 _L2_VOWELS = ["a", "e", "i", "o", "u", "y"]
 _WORD = re.compile(r"[A-Za-z]+")
-
-
-def _words_in(obj, out):
-    if isinstance(obj, str):
-        for w in _WORD.findall(re.sub(r"\{[^}]*\}", " ", obj)):
-            out.add(w.lower())
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _words_in(k, out)
-            _words_in(v, out)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _words_in(v, out)
-
-
-@functools.lru_cache(maxsize=1)
-def english_vocab():
-    """Sorted tuple of every lower-case English word the world can write."""
-    from data import kb, tasks, world  # lazy: those modules import this one
-    out = set()
-    for mod in (kb, tasks, world):
-        for name, value in vars(mod).items():
-            if name.isupper() and not name.startswith("_"):
-                _words_in(value, out)
-    out.discard(LANG2_NAME.lower())
-    return tuple(sorted(out))
 
 
 def _candidate(word, attempt):

@@ -10,8 +10,8 @@ constraints, a wrong fact, a missed "the text does not say", ...).
 following the instruction; `candidate_responses` mixes all of these the way samples
 from a fine-tuned tiny model would look (used to calibrate labeler noise).
 
-All templates are UPPERCASE module constants: data/lang.py builds the second
-language's dictionary from them, so every word written here is translatable.
+Every word a template writes must be in `data.kb.english_vocab()` (tests/test_world.py
+checks), so the second language can translate everything written here.
 """
 import random
 
@@ -585,6 +585,9 @@ MAKERS = {"generation": make_generation, "open_qa": make_open_qa, "brainstorming
 # ----------------------------------------------------------------------------------
 # constraints and tone on top of a maker's output
 
+_ENGLISH_CAPITALISED = {w.capitalize() for w in K.english_vocab()}
+
+
 def _constrain(kind, refs, rng):
     """Pick parameters for constraint `kind` and rewrite refs to obey it.
     Returns (constraint dict, sentence for the prompt, refs) or None if impossible."""
@@ -602,7 +605,7 @@ def _constrain(kind, refs, rng):
     elif kind == "start_with":
         w = rng.choice(START_WORDS)
         c = dict(type="start_with", word=w)
-        refs = [f"{w}, " + (r if words(r)[0] not in _english_set() or r.startswith("I ")
+        refs = [f"{w}, " + (r if words(r)[0] not in _ENGLISH_CAPITALISED or r.startswith("I ")
                             else r[0].lower() + r[1:]) for r in refs]
     elif kind == "include_word":
         w = rng.choice(sorted(INCLUDE_SENTENCES))
@@ -615,17 +618,6 @@ def _constrain(kind, refs, rng):
         return None
     sent = rng.choice(CONSTRAINT_TEXT[kind]).format(n=c.get("n"), w=c.get("word"))
     return c, sent, refs
-
-
-_ENGLISH = None
-
-
-def _english_set():
-    global _ENGLISH
-    if _ENGLISH is None:
-        from data.lang import english_vocab
-        _ENGLISH = {w.capitalize() for w in english_vocab()}
-    return _ENGLISH
 
 
 def make_prompt(category, ix, rng, p_constraint=0.55, tone=None):
@@ -878,8 +870,7 @@ def candidate_responses(rec, rng, ix, k=4, p_base=0.15, p_degenerate=0.1, boost=
 
 
 def _smoke():
-    from data.kb import get_index
-    ix = get_index(0)
+    ix = K.get_index(0)
     rng = random.Random(0)
     for cat in CATEGORIES + [HELDOUT_CATEGORY]:
         prompt, meta = make_prompt(cat, ix, rng)

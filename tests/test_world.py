@@ -1,4 +1,5 @@
 """The synthetic world: determinism, splits, judge, labelers, loaders (offline, ~5 s)."""
+import ast
 import json
 import os
 import random
@@ -11,8 +12,9 @@ from data import DataError, load_comparisons, load_demonstrations, load_prompts,
 from data import labelers as L
 from data import tasks as T
 from data import kb as K
-from data.kb import get_index
-from data.lang import english_vocab, is_lang2_word, to_english, to_lang2
+from data import world as W
+from data.kb import english_vocab, get_index
+from data.lang import LANG2_NAME, dictionary, is_lang2_word, to_english, to_lang2
 from data.world import FILES, build_world
 
 SCALE = 0.05
@@ -143,6 +145,49 @@ def test_fewshot_is_a_qa_page(world):
     lines = text.rstrip("\n").split("\n")
     assert text.endswith("\n") and len(lines) in (4, 6)
     assert all(l.startswith("Question: ") for l in lines[0::2]) and all(l.startswith("Answer: ") for l in lines[1::2])
+
+
+def _text_words(obj, out):
+    """Words of the strings inside obj (dict values, not keys), placeholders removed."""
+    if isinstance(obj, str):
+        out.update(w.lower() for w in re.findall(r"[A-Za-z]+", re.sub(r"\{[^}]*\}", " ", obj)))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _text_words(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _text_words(v, out)
+    return out
+
+
+def test_vocabulary_covers_every_template():
+    # english_vocab() is a hand-written list: a template (an UPPERCASE constant of tasks.py
+    # or world.py) with a word missing from it would write untranslatable text
+    ids = {"CATEGORIES", "HELDOUT_CATEGORY", "FILES", "LANG2_KINDS"}  # names of things, not text
+    vocab = set(english_vocab())
+    for mod in (K, T, W):
+        for name, value in vars(mod).items():
+            if name.isupper() and name not in ids:
+                missing = _text_words(value, set()) - vocab - {LANG2_NAME.lower()}  # a name
+                assert not missing, f"{mod.__name__}.{name}: add {sorted(missing)} to data.kb.TEMPLATE_WORDS"
+    assert "zemic" not in vocab and not set(K.TEMPLATE_WORDS) & set(K.LEGACY_WORDS)
+    assert sorted(dictionary()) == sorted(vocab) and len(set(dictionary().values())) == len(vocab)
+
+
+def test_data_imports_are_layered():
+    # each module of data/ imports only modules listed before it: no import cycle
+    order = ["loaders", "kb", "lang", "labelers", "tasks", "world"]
+    for i, mod in enumerate(order):
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", mod + ".py")
+        imported = set()
+        for node in ast.walk(ast.parse(open(path).read())):  # also imports inside functions
+            if isinstance(node, ast.ImportFrom) and node.module == "data":
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("data."):
+                imported.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[1] for a in node.names if a.name.startswith("data.")}
+        assert imported <= set(order[:i]), f"data/{mod}.py imports {sorted(imported - set(order[:i]))}"
 
 
 def test_lang2_round_trip():
