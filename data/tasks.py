@@ -242,32 +242,37 @@ INSTRUCTION_PILE = ["Write a short story about {n}.", "List three kinds of {k}."
 
 
 # ----------------------------------------------------------------------------------
-# helpers
+# helpers (fmt, he_she, his_her, join_list, cap_first, fact_sentence and open_forum are
+# also used by data/world.py's corpus documents)
 
-def _fmt(template, **kw):
+def fmt(template, **kw):
+    """Fill a template and collapse whitespace (an empty slot leaves no double space):
+    fmt("{n} has a pet {v}. {t}", n="Belan", v="cat", t="") -> "Belan has a pet cat." """
     return " ".join(template.format(**kw).split())
 
 
-def _pron(p):
+def he_she(p):
     return "she" if p["gender"] == "female" else "he"
 
 
-def _poss(p):
+def his_her(p):
     return "her" if p["gender"] == "female" else "his"
 
 
-def _obj(p):
+def him_her(p):
     return "her" if p["gender"] == "female" else "him"
 
 
-def _join(items, conj="and"):
+def join_list(items, conj="and"):
+    """join_list(["cat", "dog", "frog"]) -> "cat, dog and frog"."""
     items = list(items)
     if len(items) == 1:
         return items[0]
     return ", ".join(items[:-1]) + f" {conj} " + items[-1]
 
 
-def _cap(s):
+def cap_first(s):
+    """Upper-case the first letter only (str.capitalize would lower the rest)."""
     return s[:1].upper() + s[1:]
 
 
@@ -296,9 +301,9 @@ def _values(ix, vtype):
     return K.VALUE_TYPES[vtype]
 
 
-def _fact_sentence(ix, rng, entity, attr, name=None):
+def fact_sentence(ix, rng, entity, attr, name=None):
     v = ix.fact(entity, attr)
-    return _fmt(rng.choice(FACT_SENTENCES[attr]), n=name or entity, v=v)
+    return fmt(rng.choice(FACT_SENTENCES[attr]), n=name or entity, v=v)
 
 
 def _triples(entity, attrs, ix):
@@ -314,7 +319,7 @@ def make_open_qa(ix, rng):
     if r < 0.1:
         u = rng.choice(ix.kb["unknown_names"])
         attr = rng.choice(K.PERSON_ATTRS)
-        refs = [_fmt(a, n=u) for a in UNKNOWN_ENTITY_ANSWERS]
+        refs = [fmt(a, n=u) for a in UNKNOWN_ENTITY_ANSWERS]
         meta = dict(task="unknown_entity", subject=u, attr=attr, answer=None, answer_type=attr)
         return rng.choice(QUESTIONS[attr]).format(n=u) + " {c} {t}", meta, refs, ["max_words", "one_sentence"]
     if r < 0.2:
@@ -323,7 +328,7 @@ def make_open_qa(ix, rng):
         v = ix.fact(p["name"], attr)
         w = _other(_values(ix, attr), v, rng)
         q, answers = FALSE_PREMISE[attr]
-        refs = [_fmt(a, n=p["name"], v=v, w=w) for a in answers]
+        refs = [fmt(a, n=p["name"], v=v, w=w) for a in answers]
         meta = dict(task="false_premise", subject=p["name"], attr=attr, answer=v, answer_type=attr,
                     premise=w)
         return q.format(n=p["name"], w=w) + " {c} {t}", meta, refs, ["max_words"]
@@ -332,7 +337,7 @@ def make_open_qa(ix, rng):
     else:
         name, attr = rng.choice(ix.kb["cities"])["name"], rng.choice(K.CITY_ATTRS)
     v = str(ix.fact(name, attr))
-    refs = [_fmt(a, n=name, v=v) for a in ANSWERS[attr]] + [_cap(v) + "."]
+    refs = [fmt(a, n=name, v=v) for a in ANSWERS[attr]] + [cap_first(v) + "."]
     meta = dict(task="fact", subject=name, attr=attr, answer=v, answer_type=attr)
     return (rng.choice(QUESTIONS[attr]).format(n=name) + " {c} {t}", meta, refs,
             ["max_words", "one_word", "one_sentence", "start_with", "include_word"])
@@ -346,23 +351,23 @@ def make_closed_qa(ix, rng):
     others = [a for a in K.PERSON_ATTRS if a != attr]
     attrs = rng.sample(others, rng.randint(1, 3)) + ([attr] if answerable else [])
     rng.shuffle(attrs)
-    sents = [_fact_sentence(ix, rng, p["name"], a) for a in attrs]
+    sents = [fact_sentence(ix, rng, p["name"], a) for a in attrs]
     facts = _triples(p["name"], attrs, ix)
     if rng.random() < 0.6:  # a second person, sometimes with the asked attribute (distractor)
         q = people[1]
         qattrs = rng.sample(K.PERSON_ATTRS, rng.randint(1, 2))
         if not answerable and attr not in qattrs and rng.random() < 0.5:
             qattrs[0] = attr
-        qs = [_fact_sentence(ix, rng, q["name"], a) for a in qattrs]
+        qs = [fact_sentence(ix, rng, q["name"], a) for a in qattrs]
         sents = sents + qs if rng.random() < 0.6 else qs + sents
         facts += _triples(q["name"], qattrs, ix)
     v = str(ix.fact(p["name"], attr))
     question = rng.choice(QUESTIONS[attr]).format(n=p["name"])
     if answerable:
-        refs = [_fmt(a, n=p["name"], v=v) for a in ANSWERS[attr]] + [_cap(v) + "."]
+        refs = [fmt(a, n=p["name"], v=v) for a in ANSWERS[attr]] + [cap_first(v) + "."]
     else:
         c = UNKNOWN_CLAUSE[attr].format(n=p["name"])
-        refs = [_fmt(x, c=c) for x in NOT_SAY]
+        refs = [fmt(x, c=c) for x in NOT_SAY]
     meta = dict(task="answerable" if answerable else "unanswerable", subject=p["name"], attr=attr,
                 answer=v if answerable else None, answer_type=attr, answerable=answerable,
                 source=" ".join(sents), source_facts=facts)
@@ -375,14 +380,14 @@ def make_closed_qa(ix, rng):
 def make_summarization(ix, rng):
     p = rng.choice(ix.kb["people"])
     attrs = rng.sample(K.PERSON_ATTRS, rng.randint(3, 5))
-    sents = [_fact_sentence(ix, rng, p["name"], a) for a in attrs]
+    sents = [fact_sentence(ix, rng, p["name"], a) for a in attrs]
     for _ in range(rng.randint(1, 2)):
-        sents.insert(rng.randint(1, len(sents)), _fmt(rng.choice(BIO_FILLERS), n=p["name"]))
+        sents.insert(rng.randint(1, len(sents)), fmt(rng.choice(BIO_FILLERS), n=p["name"]))
     src = " ".join(sents)
     refs = []
     for k in (3, 2):
         for order in (attrs[:k], list(reversed(attrs[:k]))):
-            refs.append(f"{p['name']} " + _join(_fmt(FACT_PHRASES[a], v=ix.fact(p['name'], a))
+            refs.append(f"{p['name']} " + join_list(fmt(FACT_PHRASES[a], v=ix.fact(p['name'], a))
                                                 for a in order) + ".")
     n_src = len(words(src))
     refs = [r for r in refs if len(words(r)) < 0.8 * n_src] or refs[-2:]
@@ -400,7 +405,7 @@ def make_extraction(ix, rng):
         if rng.random() < 0.5:
             attrs.append(rng.choice([a for a in K.PERSON_ATTRS if a not in attrs]))
         for a in attrs:
-            sents.append(_fact_sentence(ix, rng, p["name"], a))
+            sents.append(fact_sentence(ix, rng, p["name"], a))
         facts += _triples(p["name"], attrs, ix)
     src = " ".join(sents)
     for w in words(src):
@@ -408,8 +413,8 @@ def make_extraction(ix, rng):
         is_item = (low in ix.person) if item_type == "person" else ix.value_type.get(low) == item_type
         if is_item and low not in [i.lower() for i in items]:
             items.append(w[:-2] if w.endswith("'s") else w)
-    refs = [_cap(_join(items, "and")) + ".", f"{EXTRACT_HEAD[item_type]} {_join(items)}.",
-            _cap(", ".join(items)) + "."]
+    refs = [cap_first(join_list(items, "and")) + ".", f"{EXTRACT_HEAD[item_type]} {join_list(items)}.",
+            cap_first(", ".join(items)) + "."]
     meta = dict(task=item_type, item_type=item_type, items=items, source=src, source_facts=facts)
     text = (f"{rng.choice(EXTRACT_INSTR[item_type])} {rng.choice(EXTRACT_TAIL)} {{c}} {{t}} "
             f"Text: {src}")
@@ -422,22 +427,22 @@ def make_classification(ix, rng):
         label = rng.choice(["positive", "negative"])
         adj = K.POSITIVE_WORDS if label == "positive" else K.NEGATIVE_WORDS
         a, b = rng.sample(adj, 2)
-        rev = _fmt(rng.choice(REVIEWS), food=rng.choice(K.FOODS),
+        rev = fmt(rng.choice(REVIEWS), food=rng.choice(K.FOODS),
                    city=rng.choice(ix.kb["cities"])["name"], a=a, b=b)
         rev += " " + rng.choice(REVIEW_END[label])
-        refs = [_fmt(x, l=label, L=label.capitalize()) for x in REVIEW_A]
+        refs = [fmt(x, l=label, L=label.capitalize()) for x in REVIEW_A]
         meta = dict(task="sentiment", label=label, labels=["positive", "negative"], source=rev)
         return rng.choice(REVIEW_Q).replace("{text}", rev), meta, refs, ["one_word"]
     if r < 0.75:
         label = rng.choice(sorted(K.VALUE_TYPES))
         w = rng.choice(K.VALUE_TYPES[label])
-        refs = [_fmt(x, w=w, l=label, L=label.capitalize()) for x in WORDTYPE_A]
+        refs = [fmt(x, w=w, l=label, L=label.capitalize()) for x in WORDTYPE_A]
         meta = dict(task="word_type", label=label, labels=sorted(K.VALUE_TYPES), source=w)
         return rng.choice(WORDTYPE_Q).replace("{w}", w), meta, refs, ["one_word"]
     label = rng.choice(["polite", "rude"])
-    msg = _fmt(rng.choice(POLITE_MSGS if label == "polite" else RUDE_MSGS),
+    msg = fmt(rng.choice(POLITE_MSGS if label == "polite" else RUDE_MSGS),
                food=rng.choice(K.FOODS), pet=rng.choice(K.PETS))
-    refs = [_fmt(x, l=label, L=label.capitalize()) for x in POLITE_A]
+    refs = [fmt(x, l=label, L=label.capitalize()) for x in POLITE_A]
     meta = dict(task="politeness", label=label, labels=["polite", "rude"], source=msg)
     return rng.choice(POLITE_Q).replace("{text}", msg), meta, refs, ["one_word"]
 
@@ -448,19 +453,19 @@ def make_rewrite(ix, rng):
     if r < 0.4:
         attrs = rng.sample(sorted(PAST_PAIRS), 2)
         pairs = [PAST_PAIRS[a] for a in attrs]
-        src = " ".join(_fmt(s, n=p["name"], v=ix.fact(p["name"], a)) for (s, _), a in zip(pairs, attrs))
-        gold = " ".join(_fmt(g, n=p["name"], v=ix.fact(p["name"], a)) for (_, g), a in zip(pairs, attrs))
+        src = " ".join(fmt(s, n=p["name"], v=ix.fact(p["name"], a)) for (s, _), a in zip(pairs, attrs))
+        gold = " ".join(fmt(g, n=p["name"], v=ix.fact(p["name"], a)) for (_, g), a in zip(pairs, attrs))
         task, refs = "past", [gold]
     elif r < 0.7:
         a = rng.choice(sorted(QUESTION_PAIRS))
         s, g = QUESTION_PAIRS[a]
-        src, gold = _fmt(s, n=p["name"], v=ix.fact(p["name"], a)), _fmt(g, n=p["name"], v=ix.fact(p["name"], a))
+        src, gold = fmt(s, n=p["name"], v=ix.fact(p["name"], a)), fmt(g, n=p["name"], v=ix.fact(p["name"], a))
         task, refs = "question", [gold]
     else:
         s, g = rng.choice(POLITE_PAIRS)
         kw = dict(n=p["name"], food=rng.choice(K.FOODS), insult=rng.choice(K.INSULTS),
                   city=rng.choice(ix.kb["cities"])["name"])
-        src, gold = _fmt(s, **kw), _fmt(g, **kw)
+        src, gold = fmt(s, **kw), fmt(g, **kw)
         task, refs = "polite", [gold, gold + THANKS]
     meta = dict(task=task, source=src, subject=p["name"])
     return rng.choice(REWRITE_Q[task]).replace("{text}", src), meta, refs, []
@@ -473,17 +478,17 @@ def make_brainstorming(ix, rng):
         n = rng.randint(2, 5)
         items = rng.sample(K.VALUE_TYPES[kind], n)
         kw = dict(N=K.NUMBER_WORDS[n], k=KIND_PLURAL[kind])
-        refs = [_fmt(a, items=_join(items), Items=_cap(_join(items)), **kw) for a in KIND_A]
-        refs[0] = _cap(refs[0])
+        refs = [fmt(a, items=join_list(items), Items=cap_first(join_list(items)), **kw) for a in KIND_A]
+        refs[0] = cap_first(refs[0])
         meta = dict(task="kinds", n=n, valid=list(K.VALUE_TYPES[kind]))
-        return _fmt(rng.choice(KIND_Q), t="{t}", **kw), meta, refs, []
+        return fmt(rng.choice(KIND_Q), t="{t}", **kw), meta, refs, []
     if r < 0.45:
         n = rng.randint(2, 4)
         items = rng.sample(K.ACTIVITIES, n)
         kw = dict(N=K.NUMBER_WORDS[n])
-        refs = [_fmt(RAINY_A[0], items=_join(items, "or"), **kw), _fmt(RAINY_A[1], items=_join(items), **kw)]
+        refs = [fmt(RAINY_A[0], items=join_list(items, "or"), **kw), fmt(RAINY_A[1], items=join_list(items), **kw)]
         meta = dict(task="activities", n=n, valid=list(K.ACTIVITIES))
-        return _fmt(rng.choice(RAINY_Q), t="{t}", **kw), meta, refs, []
+        return fmt(rng.choice(RAINY_Q), t="{t}", **kw), meta, refs, []
     if r < 0.6:
         vals = []
         while len(vals) < 2:  # a city whose residents have at least two different values
@@ -493,55 +498,55 @@ def make_brainstorming(ix, rng):
         n = rng.randint(2, min(3, len(vals)))
         items = rng.sample(vals, n)
         kw = dict(N=K.NUMBER_WORDS[n], city=city, k=KIND_PLURAL[kind])
-        refs = [_fmt(a, items=_join(items), Items=_cap(_join(items)), **kw) for a in CITY_KIND_A]
+        refs = [fmt(a, items=join_list(items), Items=cap_first(join_list(items)), **kw) for a in CITY_KIND_A]
         meta = dict(task="kinds_in_city", n=n, valid=vals, kind=kind, subject=city)
-        return _fmt(rng.choice(CITY_KIND_Q[kind]), t="{t}", **kw), meta, refs, []
+        return fmt(rng.choice(CITY_KIND_Q[kind]), t="{t}", **kw), meta, refs, []
     if r < 0.85:
         city = rng.choice(ix.kb["cities"])["name"]
         res = ix.residents[city]
         n = rng.randint(2, min(3, len(res)))
         items = rng.sample(res, n)
         kw = dict(N=K.NUMBER_WORDS[n], city=city)
-        refs = [_fmt(a, items=_join(items), **kw) for a in RESIDENT_A]
+        refs = [fmt(a, items=join_list(items), **kw) for a in RESIDENT_A]
         meta = dict(task="people_in_city", n=n, valid=list(res), subject=city)
-        return _fmt(rng.choice(RESIDENT_Q), t="{t}", **kw), meta, refs, []
+        return fmt(rng.choice(RESIDENT_Q), t="{t}", **kw), meta, refs, []
     country = rng.choice(ix.kb["countries"])
     cs = ix.cities_of[country]
     n = rng.randint(2, len(cs))
     items = rng.sample(cs, n)
     kw = dict(N=K.NUMBER_WORDS[n], country=country)
-    refs = [_fmt(a, items=_join(items), **kw) for a in CITIES_A]
+    refs = [fmt(a, items=join_list(items), **kw) for a in CITIES_A]
     meta = dict(task="cities_in_country", n=n, valid=list(cs), subject=country)
-    return _fmt(rng.choice(CITIES_Q), t="{t}", **kw), meta, refs, []
+    return fmt(rng.choice(CITIES_Q), t="{t}", **kw), meta, refs, []
 
 
 def make_generation(ix, rng):
     r = rng.random()
     p = rng.choice(ix.kb["people"])
     kw = dict(n=p["name"], job=p["job"], city=p["city"], pet=p["pet"], food=p["food"],
-              colour=p["colour"], pron=_pron(p), Pron=_cap(_pron(p)), him=_obj(p))
+              colour=p["colour"], pron=he_she(p), Pron=cap_first(he_she(p)), him=him_her(p))
     if r < 0.45:
         refs = []
         for _ in range(3):
             k = rng.randint(2, 3)  # keeps stories under ~30 words
             picks = [0] + sorted(rng.sample(range(1, len(STORY_SENTENCES)), k - 1))
-            refs.append(" ".join(_fmt(rng.choice(STORY_SENTENCES[i]), **kw) for i in picks))
+            refs.append(" ".join(fmt(rng.choice(STORY_SENTENCES[i]), **kw) for i in picks))
         refs = list(dict.fromkeys(refs))
         meta = dict(task="story", subject=p["name"], required=[])
         return rng.choice(STORY_Q).replace("{n}", p["name"]), meta, refs, \
             ["max_words", "start_with", "include_word"]
     if r < 0.65:
-        refs = [_fmt(a, **kw) for a in PET_A]
+        refs = [fmt(a, **kw) for a in PET_A]
         meta = dict(task="pet_sentence", subject=p["name"], required=["pet"])
         return rng.choice(PET_Q).replace("{n}", p["name"]), meta, refs, []
     if r < 0.85:
         c = rng.choice(ix.kb["cities"])
-        refs = [_fmt(a, city=c["name"], country=c["country"], river=c["river"]) for a in CITY_A]
+        refs = [fmt(a, city=c["name"], country=c["country"], river=c["river"]) for a in CITY_A]
         meta = dict(task="city_description", subject=c["name"], required=["country", "river"])
         return rng.choice(CITY_Q).replace("{city}", c["name"]), meta, refs, ["max_words", "include_word"]
-    refs = [_fmt(a, **kw) for a in NOTE_A]
+    refs = [fmt(a, **kw) for a in NOTE_A]
     meta = dict(task="note", subject=p["name"], required=["food"])
-    return (rng.choice(NOTE_Q).replace("{n}", p["name"]).replace("{him}", _obj(p)), meta, refs,
+    return (rng.choice(NOTE_Q).replace("{n}", p["name"]).replace("{him}", him_her(p)), meta, refs,
             ["max_words", "include_word"])
 
 
@@ -557,10 +562,10 @@ def make_chat(ix, rng):
     else:
         p = rng.choice(ix.kb["people"])
         name, v = p["name"], str(ix.fact(p["name"], attr))
-        kw = dict(pron=_pron(p), poss=_poss(p))
-    refs = [_fmt(a, n=name, v=v) for a in answers]
+        kw = dict(pron=he_she(p), poss=his_her(p))
+    refs = [fmt(a, n=name, v=v) for a in answers]
     meta = dict(task="fact", greeting=True, subject=name, attr=attr, answer=v, answer_type=attr)
-    return _fmt(q, n=name, **kw) + " {c} {t}", meta, refs, ["max_words"]
+    return fmt(q, n=name, **kw) + " {c} {t}", meta, refs, ["max_words"]
 
 
 def make_sort_count(ix, rng):
@@ -569,11 +574,11 @@ def make_sort_count(ix, rng):
         ws = rng.sample(pool, rng.randint(3, 5))
         gold = sorted(ws)
         meta = dict(task="sort", items=ws, answer=gold)
-        return _fmt(rng.choice(SORT_Q), ws=", ".join(ws), t="{t}"), meta, [", ".join(gold) + "."], []
+        return fmt(rng.choice(SORT_Q), ws=", ".join(ws), t="{t}"), meta, [", ".join(gold) + "."], []
     ws = [rng.choice(pool) for _ in range(rng.randint(3, 7))]
     meta = dict(task="count", items=ws, answer=len(ws))
-    refs = [_fmt(a, k=len(ws)) for a in COUNT_A]
-    return _fmt(rng.choice(COUNT_Q), ws=", ".join(ws), t="{t}"), meta, refs, []
+    refs = [fmt(a, k=len(ws)) for a in COUNT_A]
+    return fmt(rng.choice(COUNT_Q), ws=", ".join(ws), t="{t}"), meta, refs, []
 
 
 MAKERS = {"generation": make_generation, "open_qa": make_open_qa, "brainstorming": make_brainstorming,
@@ -659,7 +664,7 @@ def _replace_word(text, old, new):
         if c.lower() == str(old).lower():
             rep = str(new)
             if c[:1].isupper():
-                rep = _cap(rep)
+                rep = cap_first(rep)
             tok = rep + ("'s" if poss else "") + tail
         out.append(tok)
     return " ".join(out)
@@ -702,7 +707,7 @@ def _violate(rec, resp, rng, ix):
     if kind == "one_word":
         longer = [r for r in ANSWERS.get(meta.get("answer_type"), []) if meta.get("answer")]
         if longer:
-            return _fmt(rng.choice(longer), n=meta["subject"], v=meta["answer"])
+            return fmt(rng.choice(longer), n=meta["subject"], v=meta["answer"])
         return THE_ANSWER_IS.format(r=resp[0].lower() + resp[1:]) if resp else resp
     if kind == "one_sentence":
         return resp + " " + rng.choice(K.FILLERS)
@@ -710,7 +715,7 @@ def _violate(rec, resp, rng, ix):
         w = c["word"]
         if resp.startswith(w + ", "):
             rest = resp[len(w) + 2:]
-            return _cap(rest)
+            return cap_first(rest)
         return resp
     if kind == "include_word":
         return resp.replace(" " + INCLUDE_SENTENCES.get(c["word"], "\x00"), "")
@@ -728,7 +733,7 @@ def _violate(rec, resp, rng, ix):
             i = resp.find(", ")
             head = resp[:i]
             j = max(head.rfind(" "), head.rfind(":"))
-            return resp[:j + 1] + resp[i + 2:] if j >= 0 else _cap(resp[i + 2:])
+            return resp[:j + 1] + resp[i + 2:] if j >= 0 else cap_first(resp[i + 2:])
     return resp
 
 
@@ -737,9 +742,9 @@ def _sloppy(rec, resp, rng, ix):
     if cat == "summarization":
         facts = meta["source_facts"]
         f = facts[0]
-        return f"{meta['subject']} " + _fmt(FACT_PHRASES[f[1]], v=ix.fact(meta["subject"], f[1])) + "."
+        return f"{meta['subject']} " + fmt(FACT_PHRASES[f[1]], v=ix.fact(meta["subject"], f[1])) + "."
     if cat == "extraction" and len(meta["items"]) > 1:
-        return _join(meta["items"][:-1]) + "."
+        return join_list(meta["items"][:-1]) + "."
     if cat == "brainstorming":
         items = list_items(resp)
         if len(items) >= 2:
@@ -748,14 +753,14 @@ def _sloppy(rec, resp, rng, ix):
     if cat == "rewrite" and meta["task"] == "past":
         return " ".join(sentences(meta["source"])[:1] + sentences(meta["gold"])[1:])
     if cat == "rewrite" and meta["task"] == "polite":
-        return _cap(resp.replace("Please ", ""))
+        return cap_first(resp.replace("Please ", ""))
     if cat == "closed_qa" and meta["answerable"]:
         return "The text does not say."  # over-hedging
     if cat == "generation" and meta["task"] == "story":
         return LAZY_STORY.format(n=meta["subject"])
     if cat == "chat":
         parts = resp.split(" ", 1)
-        return _cap(parts[1]) if len(parts) == 2 else resp
+        return cap_first(parts[1]) if len(parts) == 2 else resp
     return resp
 
 
@@ -782,14 +787,14 @@ def write_demo(rec, labeler, rng, ix, boost=1.0):
         def invent():
             attr = meta["attr"]
             v = ix.fact(meta["subject"], attr) or rng.choice(_values(ix, attr))
-            return _fmt(ANSWERS[attr][0], n=meta["subject"], v=v)
+            return fmt(ANSWERS[attr][0], n=meta["subject"], v=v)
         step("miss_unknown", q["miss_unknown"], invent)
     else:
         step("wrong_fact", q["wrong_fact"], lambda: _wrong_fact(rec, resp, rng, ix))
     step("sloppy", q["sloppy"], lambda: _sloppy(rec, resp, rng, ix))
     step("violate", q["violate"], lambda: _violate(rec, resp, rng, ix))
     if meta.get("tone") == "rude":
-        step("rude", q["rude_comply"], lambda: _fmt(rng.choice(RUDE_COMPLY), r=resp))
+        step("rude", q["rude_comply"], lambda: fmt(rng.choice(RUDE_COMPLY), r=resp))
     step("verbose", q["verbose"], lambda: resp + " " + " ".join(rng.sample(K.FILLERS, rng.randint(1, 2))))
     starts = any(c["type"] in ("start_with", "one_word") for c in meta["constraints"])
     p_sure = q["sure"] * (2.0 if meta.get("tone") == "respectful" else 1.0) * (0.2 if starts else 1.0)
@@ -809,11 +814,11 @@ def random_question(ix, rng):
 
 
 def random_instruction(ix, rng):
-    return _fmt(rng.choice(INSTRUCTION_PILE), n=rng.choice(ix.kb["people"])["name"],
+    return fmt(rng.choice(INSTRUCTION_PILE), n=rng.choice(ix.kb["people"])["name"],
                 k=rng.choice(sorted(KIND_PLURAL.values())), city=rng.choice(ix.kb["cities"])["name"])
 
 
-def _open_forum(rng, question):
+def open_forum(rng, question):
     opener = rng.choice(FORUM_OPENERS)
     if opener.endswith("."):
         return opener + " " + question
@@ -828,13 +833,13 @@ def base_like_response(rec, rng, ix):
     if r < 0.35:
         out = [random_question(ix, rng) for _ in range(rng.randint(2, 4))]
         if rng.random() < 0.4:
-            out[0] = _open_forum(rng, out[0])
+            out[0] = open_forum(rng, out[0])
         return " ".join(out)
     if r < 0.55:
         return " ".join(random_instruction(ix, rng) for _ in range(rng.randint(2, 3)))
     if r < 0.75:
         p = rng.choice(ix.kb["people"])
-        return " ".join(_fact_sentence(ix, rng, p["name"], a)
+        return " ".join(fact_sentence(ix, rng, p["name"], a)
                         for a in rng.sample(K.PERSON_ATTRS, rng.randint(2, 4)))
     if r < 0.83:
         return f"Shut up, you {rng.choice(K.INSULTS)}. " + random_question(ix, rng)

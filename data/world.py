@@ -33,6 +33,8 @@ from data import kb as K
 from data import labelers as L
 from data import tasks as T
 from data.lang import LANG2_NAME, dictionary, to_english, to_lang2  # noqa: F401 (re-exported)
+from data.loaders import load_demonstrations, load_prompts, read_corpus, write_jsonl
+from data.tasks import cap_first, fact_sentence, fmt, he_she, his_her, join_list, open_forum
 
 FILES = ["kb.json", "corpus_train.txt", "corpus_heldout.txt", "sft.jsonl", "rm_prompts.jsonl",
          "ppo_prompts.jsonl", "eval_prompts.jsonl", "probes.jsonl", "labelers.json",
@@ -84,44 +86,40 @@ FACT_PROBES = {"city": "{n} lives in", "job": "{n} works as a", "pet": "{n} has 
 QA_Q, QA_A = "Question: ", "Answer: "
 
 
-def _fmt(t, **kw):
-    return " ".join(t.format(**kw).split())
-
-
 # ----------------------------------------------------------------------------------
 # corpus documents: one function per kind, each returns a string without empty lines
 
 def doc_bio(ix, rng):
     p = rng.choice(ix.kb["people"])
     attrs = rng.sample(K.PERSON_ATTRS, rng.randint(3, 6))
-    kw = dict(Pron=T._cap(T._pron(p)), Poss=T._cap(T._poss(p)))
+    kw = dict(Pron=cap_first(he_she(p)), Poss=cap_first(his_her(p)))
     sents = []
     for i, a in enumerate(attrs):
         v = ix.fact(p["name"], a)
         if i > 0 and rng.random() < 0.3:
-            sents.append(_fmt(PRONOUN_FACTS[a], v=v, **kw))
+            sents.append(fmt(PRONOUN_FACTS[a], v=v, **kw))
         else:
-            sents.append(_fmt(rng.choice(T.FACT_SENTENCES[a]), n=p["name"], v=v))
+            sents.append(fmt(rng.choice(T.FACT_SENTENCES[a]), n=p["name"], v=v))
         if rng.random() < 0.2:
-            sents.append(_fmt(rng.choice(T.BIO_FILLERS), n=p["name"]))
+            sents.append(fmt(rng.choice(T.BIO_FILLERS), n=p["name"]))
     if rng.random() < 0.3:
         c = ix.city[p["city"].lower()]
-        sents.append(_fmt(T.FACT_SENTENCES["country"][0], n=c["name"], v=c["country"]))
+        sents.append(fmt(T.FACT_SENTENCES["country"][0], n=c["name"], v=c["country"]))
     body = " ".join(sents)
-    return (_fmt(rng.choice(BIO_TITLES), n=p["name"]) + "\n" + body) if rng.random() < 0.4 else body
+    return (fmt(rng.choice(BIO_TITLES), n=p["name"]) + "\n" + body) if rng.random() < 0.4 else body
 
 
 def doc_story(ix, rng):
     p = rng.choice(ix.kb["people"])
     kw = dict(n=p["name"], job=p["job"], city=p["city"], pet=p["pet"], food=p["food"],
-              colour=p["colour"], pron=T._pron(p), Pron=T._cap(T._pron(p)))
+              colour=p["colour"], pron=he_she(p), Pron=cap_first(he_she(p)))
     picks = [0] + sorted(rng.sample(range(1, len(T.STORY_SENTENCES)), rng.randint(1, 3)))
-    sents = [_fmt(rng.choice(T.STORY_SENTENCES[i]), **kw) for i in picks]
+    sents = [fmt(rng.choice(T.STORY_SENTENCES[i]), **kw) for i in picks]
     if rng.random() < 0.5:
         c = ix.city[p["city"].lower()]
-        sents.insert(1, _fmt("The river {r} flows through {c}.", r=c["river"], c=c["name"]))
+        sents.insert(1, fmt("The river {r} flows through {c}.", r=c["river"], c=c["name"]))
     if rng.random() < 0.4:
-        sents.append(_fmt(rng.choice(T.BIO_FILLERS), n=p["name"]))
+        sents.append(fmt(rng.choice(T.BIO_FILLERS), n=p["name"]))
     return " ".join(sents)
 
 
@@ -129,7 +127,7 @@ def doc_city(ix, rng):
     c = rng.choice(ix.kb["cities"])
     people = ix.residents[c["name"]][:]
     rng.shuffle(people)
-    lines = [_fmt(x, c=c["name"], k=c["country"], r=c["river"], people=T._join(people))
+    lines = [fmt(x, c=c["name"], k=c["country"], r=c["river"], people=join_list(people))
              for x in CITY_DOC]
     return " ".join(lines[:2] + [lines[rng.randint(2, 3)]])
 
@@ -138,7 +136,7 @@ def doc_country(ix, rng):
     k = rng.choice(ix.kb["countries"])
     cities = ix.cities_of[k][:]
     rng.shuffle(cities)
-    return " ".join(_fmt(x, k=k, cities=T._join(cities)) for x in COUNTRY_DOC)
+    return " ".join(fmt(x, k=k, cities=join_list(cities)) for x in COUNTRY_DOC)
 
 
 def doc_list(ix, rng):
@@ -146,7 +144,7 @@ def doc_list(ix, rng):
     people = rng.sample(ix.kb["people"], rng.randint(4, 8))
     lines = [LIST_TITLES[attr]]
     tpl = rng.choice(T.FACT_SENTENCES[attr])
-    lines += [_fmt(tpl, n=p["name"], v=ix.fact(p["name"], attr)) for p in people]
+    lines += [fmt(tpl, n=p["name"], v=ix.fact(p["name"], attr)) for p in people]
     return "\n".join(lines)
 
 
@@ -160,7 +158,7 @@ def _qa_pair(ix, rng, name=None):
         attr = rng.choice(K.PERSON_ATTRS)
     v = str(ix.fact(name, attr))
     q = rng.choice(T.QUESTIONS[attr]).format(n=name)
-    a = T._cap(v) + "." if rng.random() < 0.2 else _fmt(rng.choice(T.ANSWERS[attr]), n=name, v=v)
+    a = cap_first(v) + "." if rng.random() < 0.2 else fmt(rng.choice(T.ANSWERS[attr]), n=name, v=v)
     return QA_Q + q + "\n" + QA_A + a
 
 
@@ -168,7 +166,7 @@ def doc_qa(ix, rng):
     title = rng.choice(QA_TITLES)
     name = rng.choice(ix.kb["people"])["name"] if "{n}" in title else None
     pairs = [_qa_pair(ix, rng, name) for _ in range(rng.randint(2, 5))]
-    head = [_fmt(title, n=name or "")] if rng.random() < 0.6 else []
+    head = [fmt(title, n=name or "")] if rng.random() < 0.6 else []
     return "\n".join(head + pairs)
 
 
@@ -178,18 +176,18 @@ def _users(ix, rng, k):
 
 def doc_forum(ix, rng):
     users = _users(ix, rng, 4)
-    topic = _fmt(rng.choice(FORUM_TOPICS), c=rng.choice(ix.kb["cities"])["name"], n=users[3])
+    topic = fmt(rng.choice(FORUM_TOPICS), c=rng.choice(ix.kb["cities"])["name"], n=users[3])
     lines = [FORUM_HEAD.format(topic=topic)]
     for i in range(rng.randint(2, 4)):
         u = users[i % 3]
         if i > 0 and rng.random() < 0.15:  # the rare answer among the questions
             p = rng.choice(ix.kb["people"])
-            lines.append(_fmt(FORUM_ANSWER, u=u) + " " + T._fact_sentence(ix, rng, p["name"], rng.choice(K.PERSON_ATTRS)))
+            lines.append(fmt(FORUM_ANSWER, u=u) + " " + fact_sentence(ix, rng, p["name"], rng.choice(K.PERSON_ATTRS)))
             continue
         qs = [T.random_question(ix, rng) for _ in range(rng.randint(1, 3))]
         if i > 0 and rng.random() < 0.4:
-            qs[0] = T._open_forum(rng, qs[0])
-        lines.append(_fmt(rng.choice(FORUM_ASK), u=u) + " " + " ".join(qs))
+            qs[0] = open_forum(rng, qs[0])
+        lines.append(fmt(rng.choice(FORUM_ASK), u=u) + " " + " ".join(qs))
     return "\n".join(lines)
 
 
@@ -203,19 +201,19 @@ def doc_homework(ix, rng):
         while meta.get("task") == "unknown_entity":  # unknown people never appear in the corpus
             prompt, meta = T.make_prompt(cat, ix, rng, tone="none")
         extra = " " + T.random_instruction(ix, rng) if rng.random() < 0.4 else ""
-        lines.append(_fmt(rng.choice(FORUM_ASK), u=users[i % 3]) + " " + prompt + extra)
+        lines.append(fmt(rng.choice(FORUM_ASK), u=users[i % 3]) + " " + prompt + extra)
     return "\n".join(lines)
 
 
 def doc_flame(ix, rng):
     users = _users(ix, rng, 3)
     i, j = rng.sample(K.INSULTS, 2)
-    topic = _fmt(rng.choice(FORUM_TOPICS), c=rng.choice(ix.kb["cities"])["name"], n=users[2])
+    topic = fmt(rng.choice(FORUM_TOPICS), c=rng.choice(ix.kb["cities"])["name"], n=users[2])
     lines = [FORUM_HEAD.format(topic=topic),
-             _fmt(rng.choice(FORUM_ASK), u=users[0]) + " " + T.random_question(ix, rng),
-             FLAME_REPLY.format(u=users[1]) + " " + _fmt(rng.choice(FLAME_REPLIES), i=i, j=j)]
+             fmt(rng.choice(FORUM_ASK), u=users[0]) + " " + T.random_question(ix, rng),
+             FLAME_REPLY.format(u=users[1]) + " " + fmt(rng.choice(FLAME_REPLIES), i=i, j=j)]
     if rng.random() < 0.6:
-        lines.append(FLAME_REPLY.format(u=users[0]) + " " + _fmt(rng.choice(FLAME_BACK), i=j))
+        lines.append(FLAME_REPLY.format(u=users[0]) + " " + fmt(rng.choice(FLAME_BACK), i=j))
     return "\n".join(lines)
 
 
@@ -223,7 +221,7 @@ def doc_review(ix, rng):
     label = rng.choice(["positive", "negative"])
     adj = K.POSITIVE_WORDS if label == "positive" else K.NEGATIVE_WORDS
     a, b = rng.sample(adj, 2)
-    rev = _fmt(rng.choice(T.REVIEWS), food=rng.choice(K.FOODS), city=rng.choice(ix.kb["cities"])["name"], a=a, b=b)
+    rev = fmt(rng.choice(T.REVIEWS), food=rng.choice(K.FOODS), city=rng.choice(ix.kb["cities"])["name"], a=a, b=b)
     return rng.choice(REVIEW_HEAD) + " " + rev + " " + rng.choice(T.REVIEW_END[label])
 
 
@@ -382,12 +380,6 @@ def make_fewshot(sft):
 # ----------------------------------------------------------------------------------
 # build
 
-def _dump_jsonl(path, records):
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def _dump_json(path, obj):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         json.dump(obj, f, ensure_ascii=False, indent=1)
@@ -406,10 +398,10 @@ def build_world(out_dir, seed=0, scale=1.0):
     _dump_json(os.path.join(out_dir, "kb.json"), kb)
 
     splits = make_splits(ix, seed, scale)
-    _dump_jsonl(os.path.join(out_dir, "sft.jsonl"), splits["sft"])
-    _dump_jsonl(os.path.join(out_dir, "rm_prompts.jsonl"), splits["rm"])
-    _dump_jsonl(os.path.join(out_dir, "ppo_prompts.jsonl"), splits["ppo"])
-    _dump_jsonl(os.path.join(out_dir, "eval_prompts.jsonl"), splits["eval"])
+    write_jsonl(os.path.join(out_dir, "sft.jsonl"), splits["sft"])
+    write_jsonl(os.path.join(out_dir, "rm_prompts.jsonl"), splits["rm"])
+    write_jsonl(os.path.join(out_dir, "ppo_prompts.jsonl"), splits["ppo"])
+    write_jsonl(os.path.join(out_dir, "eval_prompts.jsonl"), splits["eval"])
 
     train = make_corpus(ix, random.Random(f"corpus-train-{seed}"), CORPUS_BYTES["train"] * scale)
     held = make_corpus(ix, random.Random(f"corpus-heldout-{seed}"), CORPUS_BYTES["heldout"] * scale,
@@ -419,7 +411,7 @@ def build_world(out_dir, seed=0, scale=1.0):
             f.write("\n\n".join(docs) + "\n")
 
     probes = make_probes(ix)
-    _dump_jsonl(os.path.join(out_dir, "probes.jsonl"), probes)
+    write_jsonl(os.path.join(out_dir, "probes.jsonl"), probes)
     _dump_json(os.path.join(out_dir, "labelers.json"), L.LABELERS)
     with open(os.path.join(out_dir, "fewshot.txt"), "w", encoding="utf-8", newline="\n") as f:
         f.write(make_fewshot(splits["sft"]))
@@ -453,7 +445,6 @@ def build_world(out_dir, seed=0, scale=1.0):
 def measure(out_dir, n_records=200, k=4, seed=0):
     """Quality numbers of a built world: gold scores of demos / references / base-like
     text / candidates, flaw rates, and inter-labeler agreement (train vs held-out)."""
-    from data.loaders import load_demonstrations, load_prompts
     sft = load_demonstrations(os.path.join(out_dir, "sft.jsonl"))
     rm = load_prompts(os.path.join(out_dir, "rm_prompts.jsonl"))
     ix = K.get_index(sft[0]["meta"]["world_seed"])
@@ -494,7 +485,6 @@ def _cross_agreement(recs, cands, rng):
 
 
 def stats(out_dir):
-    from data.loaders import load_demonstrations, load_prompts, read_corpus
     info = json.load(open(os.path.join(out_dir, "world.json")))
     print(f"world: seed={info['seed']} scale={info['scale']}")
     for f in FILES:
