@@ -226,6 +226,12 @@ def test_judge_orders_flaws():
     assert not pile["did_task"] and pile["score"] < 2
 
 
+def test_every_category_has_a_maker_and_a_scorer():
+    # a category without a scorer would silently score "did not do the task"
+    cats = set(T.CATEGORIES) | {T.HELDOUT_CATEGORY}
+    assert set(T.MAKERS) == cats and set(L.SCORERS) == cats
+
+
 @pytest.mark.parametrize("garbage", ["", " ", "\n", "asd qwe zxc", "the the the the the the the",
                                      "\x00\x01???", "x" * 5000, "... ... ...", "'s 's", None,
                                      "Mepol lives in", "é中 :: ,,, and or"])
