@@ -1,5 +1,5 @@
 """
-Benchmarks for model.py: prints numbers, asserts nothing.
+Benchmarks for model.py and the synthetic world: prints numbers, asserts nothing.
 
     python bench.py                       # ~1M-parameter model, context 256, this machine
     python bench.py --n_layer=12 --n_embd=768 --device=cuda   # GPT-2 small on a GPU
@@ -7,15 +7,23 @@ Benchmarks for model.py: prints numbers, asserts nothing.
 Measures, on the same config and batch:
 1. training tokens/s of our GPT vs transformers' GPT2LMHeadModel (if installed), and our
    model FLOPs utilisation as a fraction of this machine's measured fp32 matmul peak;
-2. sampling tokens/s with the KV cache vs without, and vs transformers' `generate`.
+2. sampling tokens/s with the KV cache vs without, and vs transformers' `generate`;
+3. the world (data/): seconds to build it at `world_scale` (0.05 is what the tests build)
+   and gold judgements per second on SFT-like candidates.
 """
 
+import os
+import random
+import tempfile
 import time
 from dataclasses import dataclass
 
 import torch
 
 from common import autocast, get_device, parse_config, print_config, precision_name
+from data import labelers, load_prompts, tasks
+from data.kb import get_index
+from data.world import build_world
 from model import GPT, GPTConfig, generate
 
 
@@ -34,6 +42,7 @@ class BenchConfig:
     device: str = "auto"
     compile: bool = False  # torch.compile our model (CUDA; slow to warm up on CPU)
     threads: int = 0  # torch threads; 0 = torch's default (all cores)
+    world_scale: float = 0.05  # scale of the world built for section 3; 0 skips it
 
 
 def timed(fn, steps, device):
@@ -71,6 +80,23 @@ def train_step_fn(model, idx, device, hf=False):
         opt.step()
 
     return step
+
+
+def bench_world(scale):
+    """Build a world at `scale` in a temporary folder, then time the gold judge on it."""
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        build_world(out, seed=0, scale=scale)
+        build_s = time.perf_counter() - t0
+        recs = load_prompts(os.path.join(out, "rm_prompts.jsonl"))
+    rng, ix = random.Random(0), get_index(0)
+    pairs = [(r, c) for r in recs for c in tasks.candidate_responses(r, rng, ix, 4)]
+    t0 = time.perf_counter()
+    for r, c in pairs:
+        labelers.judge(r, c)
+    rate = len(pairs) / (time.perf_counter() - t0)
+    print(f"world build:        {build_s:10.2f} s at scale {scale}")
+    print(f"gold judge:         {rate:10.0f} judgements/s | {len(pairs)} prompt-response pairs")
 
 
 def main():
@@ -142,6 +168,10 @@ def main():
 
         dt_h = timed(hf_gen, 2, device)
         print(f"sample transformers:{new / dt_h:10.0f} tok/s | ours (cached) is {dt_h / dt_c:.2f}x")
+
+    # 3. the synthetic world --------------------------------------------------------------
+    if cfg.world_scale > 0:
+        bench_world(cfg.world_scale)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """model.py: parity with Hugging Face GPT-2, attention paths, KV cache, padding, log-probs."""
 import copy
+import math
 
 import pytest
 import torch
@@ -130,11 +131,14 @@ def test_padding_helpers():
 
 
 def test_logprobs_from_logits_temperature():
-    logits = torch.randn(2, 3, 11)
-    tok = torch.randint(0, 11, (2, 3))
-    got = logprobs_from_logits(logits, tok, temperature=0.7)
-    ref = torch.log_softmax(logits / 0.7, -1).gather(-1, tok[..., None])[..., 0]
-    assert torch.allclose(got, ref)
+    # by hand: logits (0, ln 3) give p = (1/4, 3/4); at temperature 0.5 they become
+    # (0, 2 ln 3) = (0, ln 9), so p = (1/10, 9/10)
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, math.log(3.0)]]])  # (B=1, T=2, V=2)
+    tok = torch.tensor([[1, 0]])
+    want = {1.0: [0.75, 0.25], 0.5: [0.9, 0.1]}
+    for temperature, probs in want.items():
+        got = logprobs_from_logits(logits, tok, temperature=temperature)  # (1, 2)
+        assert torch.allclose(got, torch.tensor([probs]).log(), atol=1e-6), temperature
 
 
 def test_top_k_top_p_restrict_support():
@@ -181,19 +185,45 @@ def test_sampled_logprobs_equal_recomputed(temperature):
     assert (lp[mask] - out["logprobs"][mask]).abs().max() < 1e-4
 
 
-def test_generation_stops_at_eos_and_masks_after():
+def force_eos(model, end_at):
+    """Make row i emit EOS at response step end_at[i] (None: never), and EOS or PAD
+    impossible everywhere else, by editing the logits lm_head returns. generate calls the
+    model once per step (the prefill predicts step 0), so counting calls counts steps."""
+    step = [0]
+
+    def hook(module, inputs, logits):  # logits (B, T, V); the last position predicts the step
+        logits = logits.clone()
+        logits[:, -1, [EOS, PAD]] = -1e4
+        for i, e in enumerate(end_at):
+            if e == step[0]:
+                logits[i, -1, EOS] = 1e4  # softmax puts all the mass on EOS
+        step[0] += 1
+        return logits
+
+    model.lm_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("end_at, steps", [([2, 0, 5, None], 8),  # row 3 never ends: all 8 steps
+                                           ([1, 3, 0, 2], 4)])  # all rows end: stop after step 3
+def test_generation_stops_at_eos_and_masks_after(use_cache, end_at, steps):
     m = tiny()
-    with torch.no_grad():  # make EOS overwhelmingly likely after a few steps: bias its logit
-        m.transformer.wte.weight[EOS] *= 0
-        m.transformer.wte.weight[EOS] += m.transformer.ln_f.bias.sign() * 3
-    out = generate(m, PROMPTS, 30, EOS, PAD, temperature=1.0, generator=torch.Generator().manual_seed(0))
-    for i in range(len(PROMPTS)):
-        r, msk = out["response"][i].tolist(), out["response_mask"][i].tolist()
-        if EOS in r:
-            e = r.index(EOS)
-            assert msk[: e + 1] == [1] * (e + 1) and sum(msk) == e + 1
-            assert all(t == PAD for t in r[e + 1 :])
-            assert out["ended"][i]
+    force_eos(m, end_at)
+    out = generate(m, PROMPTS, 8, EOS, PAD, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                   use_cache=use_cache)
+    assert out["response"].shape == out["response_mask"].shape == (len(PROMPTS), steps)
+    assert out["ended"].tolist() == [e is not None for e in end_at]
+    for i, e in enumerate(end_at):
+        r, msk, lp = out["response"][i].tolist(), out["response_mask"][i].tolist(), out["logprobs"][i]
+        n = steps if e is None else e + 1  # real tokens, EOS included
+        assert EOS not in r[: n - 1] and PAD not in r[:n]
+        assert msk == [1] * n + [0] * (steps - n)
+        assert r[n:] == [PAD] * (steps - n)  # padding after EOS
+        assert (lp[n:] == 0).all() and (lp[:n] <= 0).all()  # no log-prob for padding
+        if e is not None:
+            assert r[e] == EOS and lp[e].item() > -1e-3  # EOS was certain: log-prob ~ 0
+    # the attention mask covers exactly the real response tokens
+    assert torch.equal(out["attn_mask"][:, out["prompt_len"] :], out["response_mask"])
 
 
 def test_generate_rejects_too_long():

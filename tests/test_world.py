@@ -4,7 +4,6 @@ import json
 import os
 import random
 import re
-import time
 
 import pytest
 
@@ -23,10 +22,7 @@ SCALE = 0.05
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("world"))
-    t0 = time.time()
-    info = build_world(out, seed=0, scale=SCALE)
-    info["build_s"] = time.time() - t0
-    return out, info
+    return out, build_world(out, seed=0, scale=SCALE)
 
 
 def _load(out, name):
@@ -43,12 +39,23 @@ def _rec(category, meta, prompt="p", lang="en"):
 # ----------------------------------------------------------------------------------
 # build: files, determinism, splits
 
-def test_build_fast_and_complete(world):
+def test_build_complete_and_counts_true(world):
+    # (build time and judge speed are measured by bench.py, not asserted here)
     out, info = world
-    assert info["build_s"] < 2.0, f"scale={SCALE} build took {info['build_s']:.2f}s"
     for f in FILES:
         assert os.path.getsize(os.path.join(out, f)) > 0, f
-    assert json.load(open(os.path.join(out, "world.json")))["counts"] == info["counts"]
+    counts = json.load(open(os.path.join(out, "world.json")))["counts"]
+    assert counts == info["counts"]
+    # world.json's counts are the files' real sizes, and scale shrinks every split
+    for key, name in (("sft", "sft.jsonl"), ("rm_prompts", "rm_prompts.jsonl"),
+                      ("ppo_prompts", "ppo_prompts.jsonl"), ("eval_prompts", "eval_prompts.jsonl"),
+                      ("probes", "probes.jsonl")):
+        assert counts[key] == len(open(os.path.join(out, name)).read().splitlines()), name
+    for key, name in (("corpus_train", "corpus_train.txt"), ("corpus_heldout", "corpus_heldout.txt")):
+        assert counts[key + "_docs"] == len(read_corpus(os.path.join(out, name))), name
+        assert counts[key + "_bytes"] == os.path.getsize(os.path.join(out, name)), name
+    assert (counts["sft"], counts["rm_prompts"], counts["ppo_prompts"]) == (150, 75, 75)  # 5% of 3000/1500/1500
+    assert counts["eval_prompts"] == 16 + 3 + 4  # eval 5% of 324, held-out category 5% of 60, lang2 5% of 72
 
 
 def test_same_seed_identical_other_seed_different(world, tmp_path):
@@ -273,17 +280,25 @@ def test_judge_lang2_translates_back(world):
         assert english["wrong_language"] and english["score"] < 7.0
 
 
-def test_judge_is_fast(world):
+JUDGE_KEYS = {"score", "did_task", "constraint_ok", "correct", "hallucinated", "says_unknown", "toxic",
+              "inappropriate", "wrong_language", "helpful", "honest", "harmless"}
+
+
+def test_judge_is_pure_and_follows_the_formula(world):
+    # (its speed is measured by bench.py)
     out, _ = world
-    recs = _load(out, "rm_prompts.jsonl")
     rng = random.Random(0)
     ix = get_index(0)
-    pairs = [(r, c) for r in recs for c in T.candidate_responses(r, rng, ix, 4)]
-    t0 = time.time()
-    for r, c in pairs:
-        L.judge(r, c)
-    rate = len(pairs) / (time.time() - t0)
-    assert rate > 1000, f"{rate:.0f} judgements/s"
+    for r in _load(out, "rm_prompts.jsonl"):
+        before = json.dumps(r, sort_keys=True)
+        for c in T.candidate_responses(r, rng, ix, 4):
+            j = L.judge(r, c)
+            assert set(j) == JUDGE_KEYS and j == L.judge(r, c)
+            # score = 1 + 6 * helpful * honest * harmless (the axes are rounded to 4 places)
+            assert 1.0 <= j["score"] <= 7.0
+            assert abs(j["score"] - (1 + 6 * j["helpful"] * j["honest"] * j["harmless"])) < 2e-3
+            assert j["honest"] in (1.0, L.GOLD["halluc"]) and (j["honest"] < 1) == j["hallucinated"]
+        assert json.dumps(r, sort_keys=True) == before, "judge changed the record"
 
 
 # ----------------------------------------------------------------------------------
