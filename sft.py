@@ -74,8 +74,11 @@ def load_policy(path, device="cpu", dropout=None):
     `dropout` overrides the stored dropout (SFT trains with it, PPO must run without).
     """
     if os.path.isdir(path):
-        tok = Tokenizer.gpt2()
-        model = GPT.from_hf_dir(path, vocab_size=tok.vocab_size, dropout=dropout or 0.0)
+        try:  # the directory's own vocab.json + merges.txt: offline, unlike tiktoken's "gpt2" download
+            tok = Tokenizer.from_hf_dir(path)
+            model = GPT.from_hf_dir(path, vocab_size=tok.vocab_size, dropout=dropout or 0.0)
+        except (OSError, ValueError, KeyError) as e:
+            die(e.args[0] if len(e.args) == 1 else str(e))
         return model.to(device), tok, {"stage": "hf", "tokenizer": tok.to_dict()}
     ckpt = load_checkpoint(path)
     if "tokenizer" not in ckpt or "model_config" not in ckpt:

@@ -15,7 +15,7 @@ Train a tokenizer (tiny, a few seconds on CPU / "for real", under a minute):
 Use it:
 
     from tokenizer import Tokenizer, render
-    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.gpt2()
+    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.gpt2(), Tokenizer.from_hf_dir(dir)
     ids, mask = render(tok, "What is 2+2?", " 4")
 
 Design, and deviations from GPT-2 / InstructGPT:
@@ -31,9 +31,13 @@ Design, and deviations from GPT-2 / InstructGPT:
    With GPT-2's ranks this puts <|endoftext|> at 50256, exactly where GPT-2 has it.
 4. `encode()` never produces special tokens: text typed by a user that happens to contain
    "<|endoftext|>" is encoded as ordinary bytes. Only `render()` inserts control tokens.
+5. GPT-2's tokenizer comes from a Hugging Face directory's own vocab.json + merges.txt
+   (`from_hf_dir`, offline, checked against transformers in tests/test_gpt2_dir.py), or
+   from tiktoken's "gpt2" encoding (`gpt2()`, which tiktoken downloads once).
 """
 import base64
 import heapq
+import json
 import os
 import re
 import time
@@ -221,6 +225,98 @@ def load_ranks(path: str) -> dict[bytes, int]:
 
 
 # -----------------------------------------------------------------------------
+# GPT-2's own files: vocab.json + merges.txt, as a Hugging Face GPT-2 directory holds them
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (openai/gpt-2 encoder.py). vocab.json and
+    merges.txt spell every token's bytes with these characters, so that no token contains a
+    space, newline or control byte: the byte b" " is "Ġ", b"\\n" is "Ċ". Printable Latin-1
+    bytes map to themselves; the 68 others to chr(256), chr(257), ... in byte order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def ranks_from_gpt2_files(vocab_path: str, merges_path: str) -> dict[bytes, int]:
+    """vocab.json ({token string: id}) + merges.txt ("a b" per line, highest priority first)
+    -> tiktoken mergeable ranks {token bytes: id}, without <|endoftext|>.
+
+    tiktoken uses the id of a token as its merge priority: at each step it merges the
+    adjacent pair whose concatenation has the lowest id. GPT-2's own code instead merges
+    the pair listed earliest in merges.txt. The two agree when the k-th merge creates token
+    id 256 + k and ids 0..255 are the single bytes, which is how GPT-2's files are laid out
+    (and what tiktoken's own gpt2 loader, `data_gym_to_mergeable_bpe_ranks`, asserts). A
+    file pair laid out otherwise would need the model's embedding rows renumbered; we
+    refuse it with the first merges.txt line that breaks the rule. Errors are ValueError /
+    FileNotFoundError whose message starts with the file (and line) at fault.
+    """
+    for p in (vocab_path, merges_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{p} not found: a GPT-2 tokenizer needs vocab.json and merges.txt "
+                                    "(GPT2Tokenizer.save_pretrained writes both)")
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+
+    def to_bytes(token, where):
+        try:
+            return bytes(byte_of[c] for c in token)
+        except KeyError as e:
+            raise ValueError(f"{where}: token {token!r} has character {e.args[0]!r}, which is not in "
+                             "GPT-2's byte-to-unicode table: not a byte-level BPE vocabulary") from None
+
+    try:
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{vocab_path}: not valid UTF-8 JSON ({e})") from None
+    if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+        raise ValueError(f"{vocab_path}: expected a JSON object {{token string: integer id}}")
+    eot = vocab.pop("<|endoftext|>", None)
+    # GPT-2 puts <|endoftext|> right after the BPE tokens (50256); Tokenizer does the same
+    if eot != len(vocab):
+        raise ValueError(f"{vocab_path}: '<|endoftext|>' has id {eot}, expected {len(vocab)} "
+                         "(right after the BPE tokens, as in GPT-2)")
+    ranks = {to_bytes(t, vocab_path): i for t, i in vocab.items()}
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise ValueError(f"{vocab_path}: ids must be exactly 0..{len(ranks) - 1} plus '<|endoftext|>'")
+    single = [b for b in range(256) if ranks.get(bytes([b]), 256) >= 256]
+    if single:
+        raise ValueError(f"{vocab_path}: ids 0..255 must be the 256 single bytes; byte {single[0]} is "
+                         f"{'missing' if bytes([single[0]]) not in ranks else 'elsewhere'}")
+
+    try:
+        with open(merges_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()  # safe: no line-break character is in the byte table
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{merges_path}: not UTF-8 (byte offset {e.start})") from None
+    k = 0  # merges seen so far
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip() or (line_no == 1 and line.startswith("#version")):
+            continue
+        where = f"{merges_path}:{line_no}"
+        parts = line.split(" ")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"{where}: expected two tokens separated by one space, got {line!r}")
+        a, b = (to_bytes(t, where) for t in parts)
+        new = ranks.get(a + b)
+        if new != 256 + k or not (ranks.get(a, new) < new and ranks.get(b, new) < new):
+            raise ValueError(f"{where}: merge {line!r} creates vocab.json id {new}, expected "
+                             f"{256 + k} from parts of lower id: the ids do not follow the merge order, "
+                             "which tiktoken needs (it merges by id)")
+        k += 1
+    if 256 + k != len(ranks):
+        raise ValueError(f"{merges_path}: {k} merges for {len(ranks)} BPE tokens in {vocab_path}, expected "
+                         f"{len(ranks) - 256} (every token but the 256 bytes is one merge)")
+    return ranks
+
+
+# -----------------------------------------------------------------------------
 # the tokenizer every stage uses
 
 class Tokenizer:
@@ -258,6 +354,25 @@ class Tokenizer:
         assert tok.eot_id == base.eot_token == 50256
         tok._is_gpt2 = True
         return tok
+
+    @classmethod
+    def from_hf_dir(cls, path: str) -> "Tokenizer":
+        """GPT-2's tokenizer from a local Hugging Face GPT-2 directory (vocab.json + merges.txt),
+        no network: the same ids as `gpt2()` and as transformers' GPT2Tokenizer, with
+        <|endoftext|> at its vocab.json id (50256) and <|pad|>, <|user|>, <|assistant|> after
+        it. Serialised by its ranks (`to_dict`), so checkpoints load offline too."""
+        ranks = ranks_from_gpt2_files(os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt"))
+        cfg_path = os.path.join(path, "config.json")
+        if os.path.isfile(cfg_path):  # tokenizer files from another model would index past its embedding
+            try:
+                with open(cfg_path, encoding="utf-8") as f:
+                    n_model = json.load(f).get("vocab_size", len(ranks) + 1)
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+                raise ValueError(f"{cfg_path}: not a JSON object ({e})") from None
+            if n_model < len(ranks) + 1:
+                raise ValueError(f"{cfg_path}: vocab_size {n_model} is smaller than the {len(ranks) + 1} tokens "
+                                 "of vocab.json: the tokenizer files belong to another model")
+        return cls(ranks, name="gpt2-hf")
 
     def encode(self, text: str) -> list[int]:
         # encode_ordinary: special-token text in user data stays plain bytes. (tiktoken's
