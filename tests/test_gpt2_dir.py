@@ -17,7 +17,8 @@ from tokenizer import SPECIAL_TOKENS, Tokenizer, bytes_to_unicode, train_bpe
 CASES = [
     "Hello world", " leading space", "trailing spaces   ", "a  b   c    d\te", "\n", "\n\n\nx\n \n",
     "line one\nline two\r\nline three", "it's I'll we've they're she'd don't I'M", "'s'S' s",
-    "1 12 123 1234 3.14159 2024-11-23 +42 -7 1,000,000", "café naïve über résumé e\u0301", "東京は日本語です。中文 한국어",
+    "1 12 123 1234 3.14159 2024-11-23 +42 -7 1,000,000", "café naïve über résumé e\u0301",
+    "東京は日本語です。中文 한국어",
     "😀🚀 👍🏽 🇫🇷 👩‍👩‍👧", "x<|endoftext|>y", "<|endoftext|>", "a <|pad|> <|user|><|assistant|> b",
     "snake_case e-mail #tag @home (x) [y] {z}", "\u00a0\u3000 nbsp", "", "   ",
 ]
@@ -146,7 +147,8 @@ def tiny_gpt2_dir(path, vocab_size, seed=0):
     pytest.importorskip("safetensors")
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=4, vocab_size=vocab_size,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                  bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)  # <|endoftext|>
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     hf.save_pretrained(path)
     return hf
