@@ -13,28 +13,33 @@ for sft.py, comparisons for reward.py (the jsonl files data/loaders.py reads).
                                      --max_tokens=1021 --tokenizer=path/to/gpt2_dir
 
 then    python sft.py --init=path/to/gpt2_dir --data=out/alpaca_sft.jsonl
-        python reward.py --init=out/sft.pt --data=out/hh_rm.jsonl --val= --val_heldout= --demos=
+        python reward.py --init=out/sft.pt --data=out/hh_rm.jsonl --val= --val_heldout= --demos=out/hh_sft.jsonl
 
-FORMAT     INPUT (.jsonl or .jsonl.gz)                                          --kind
-hh         Anthropic HH-RLHF: {"chosen", "rejected"}, whole "\\n\\nHuman: ...       rm (default), sft
-           \\n\\nAssistant: ..." transcripts; the prompt is everything before the
-           last "\\n\\nAssistant:", the responses what follows it
-summarize  OpenAI summarize-from-feedback comparisons: {"info": {"post" (or        rm (default), sft
-           "article"), "title", "subreddit"}, "summaries": [{"text"}, {"text"}],
-           "choice"}; the prompt is Stiennon et al.'s "SUBREDDIT: ... TL;DR:"
-alpaca     a JSON list (or jsonl) of {"instruction", "input", "output"}         sft
-dolly      Databricks Dolly: {"instruction", "context", "response", "category"} sft
-oasst      OpenAssistant oasst1/oasst2 message trees {"prompt": {message,       rm (default), sft
-           "replies": [...]}} or flat messages {"message_id", "parent_id",
-           "role", "text", "rank"}: assistant replies to one user message that
-           carry a rank form one K-wise ranking (rank 0 best)
+FORMAT     INPUT (.json or .jsonl, either may be .gz)                       --kind (first = default)
+hh         Anthropic HH-RLHF {"chosen", "rejected"}                         rm, sft
+summarize  OpenAI summarize-from-feedback comparisons {"info", "summaries", rm, sft
+           "choice"}
+alpaca     a JSON list (or jsonl) of {"instruction", "input", "output"}     sft
+dolly      Databricks Dolly {"instruction", "context", "response",          sft
+           "category"}
+oasst      OpenAssistant oasst1/oasst2 message trees {"prompt": {...,       rm, sft
+           "replies": [...]}}, or the flat messages {"message_id",
+           "parent_id", "role", "text", "rank"}
+
+hh: the chosen and rejected transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ...") must agree up
+to their last "\\n\\nAssistant:"; that is the prompt, what follows are the two responses.
+summarize: info = {"post", "title", "subreddit"} (Reddit) or {"article"} (CNN/DM), turned into
+OpenAI's query ("SUBREDDIT: r/...\\n\\nTITLE: ...\\n\\nPOST: ...\\n\\nTL;DR:"); choice = the better
+of the two summaries. alpaca/dolly: prompt = instruction, plus "\\n\\n" + input/context when
+that is not empty. oasst: the assistant replies to one user message that carry a rank form
+one K-wise ranking (rank 0 best); deleted messages and trees not "ready_for_export" are left out.
 
 --kind=rm writes comparisons {"prompt", "responses", "ranking" (best first), "id", "category"
 (+ "labeler", "lang" where the data has them)}; --kind=sft writes demonstrations {"prompt",
-"response", "id", "category", ...}, taking the best response of a comparison. --max_tokens
-(with --tokenizer = a GPT-2 directory, a .tiktoken file or a checkpoint) skips examples
-whose prompt + any response is longer, as the trainers would otherwise stop on them: use
-the model's context minus 3 (1021 for GPT-2).
+"response", "id", "category", ...}: the best response of each comparison (for oasst also a
+lone unranked reply). --max_tokens (with --tokenizer = a GPT-2 directory, a .tiktoken file
+or a checkpoint) skips examples whose prompt + any response is longer, as the trainers would
+otherwise stop on them: use the model's context minus 3 (1021 for GPT-2).
 
 Choices, numbered as in the stage files:
 1. Multi-turn dialogues (hh, oasst): `render()` has one user turn and one assistant turn,
@@ -143,8 +148,8 @@ def get(rec, key, typ, where, optional=False):
 
 
 # -----------------------------------------------------------------------------
-# the converters: each yields (prompt, responses, ranking best first, extra fields) to keep,
-# or a string: the reason one example is skipped
+# the converters: convert_X(path, kind) yields (prompt, responses, ranking best first, extra
+# fields) for each example to keep, or a string: the reason one example is skipped
 
 
 def dialogue_prompt(turns):
@@ -171,7 +176,7 @@ def split_hh(transcript):
     return turns, response
 
 
-def convert_hh(path):
+def convert_hh(path, kind):
     for where, rec in read_jsonl(path):
         chosen, rejected = get(rec, "chosen", str, where), get(rec, "rejected", str, where)
         a, b = split_hh(chosen), split_hh(rejected)
@@ -183,15 +188,16 @@ def convert_hh(path):
             yield dialogue_prompt(a[0]), [a[1], b[1]], [0, 1], {"id": f"hh-{number(where)}", "category": "hh-rlhf"}
 
 
-def convert_summarize(path):
+def convert_summarize(path, kind):
     for where, rec in read_jsonl(path):
         info = get(rec, "info", dict, where)
         post, article = get(info, "post", str, where, True), get(info, "article", str, where, True)
-        if post is not None:  # Reddit TL;DR, as Stiennon et al. (2020) prompted
-            prompt = (f"SUBREDDIT: r/{get(info, 'subreddit', str, where, True) or ''}\n"
-                      f"TITLE: {get(info, 'title', str, where, True) or ''}\nPOST: {post}\nTL;DR:")
+        # the query formats of openai/summarize-from-feedback (utils/experiment_helpers.py)
+        if post is not None:  # Reddit TL;DR
+            prompt = (f"SUBREDDIT: r/{get(info, 'subreddit', str, where, True) or ''}\n\n"
+                      f"TITLE: {get(info, 'title', str, where, True) or ''}\n\nPOST: {post}\n\nTL;DR:")
         elif article is not None:  # the CNN/DM part of the data
-            prompt = f"ARTICLE: {article}\nTL;DR:"
+            prompt = f"Article:\n{article}\n\nTL;DR:"
         else:
             raise DataError(f"{where}: 'info' needs a 'post' or an 'article' (a string)")
         summaries = get(rec, "summaries", list, where)
@@ -208,7 +214,7 @@ def convert_summarize(path):
         yield prompt, texts, [choice, 1 - choice], extra
 
 
-def convert_alpaca(path):
+def convert_alpaca(path, kind):
     for where, rec in read_json_list(path):
         instruction, output = get(rec, "instruction", str, where), get(rec, "output", str, where)
         context = (get(rec, "input", str, where, True) or "").strip()
@@ -216,7 +222,7 @@ def convert_alpaca(path):
         yield prompt, [output], [0], {"id": f"alpaca-{number(where)}", "category": "alpaca"}
 
 
-def convert_dolly(path):
+def convert_dolly(path, kind):
     for where, rec in read_jsonl(path):
         instruction, response = get(rec, "instruction", str, where), get(rec, "response", str, where)
         context = (get(rec, "context", str, where, True) or "").strip()
@@ -271,7 +277,8 @@ def convert_oasst(path, kind):
             yield from oasst_examples(rec["prompt"], f"{where}: prompt", [], kind)
         elif isinstance(rec, dict) and "message_id" in rec:
             check_message(rec, where)
-            messages[rec["message_id"]] = dict(rec, replies=[], where=where)
+            get(rec, "parent_id", str, where, optional=True)
+            messages[get(rec, "message_id", str, where)] = dict(rec, replies=[], where=where)
         else:
             raise DataError(f"{where}: expected an OpenAssistant tree {{'prompt': {{...}}}} "
                             "or a message {'message_id', 'parent_id', 'role', 'text', ...}")
@@ -288,12 +295,18 @@ def convert_oasst(path, kind):
         yield from oasst_examples(m, m["where"], [], kind)
 
 
+CONVERTERS = {"hh": convert_hh, "summarize": convert_summarize, "alpaca": convert_alpaca,
+              "dolly": convert_dolly, "oasst": convert_oasst}
+
+
 # -----------------------------------------------------------------------------
 # main: convert, check, count, write atomically
 
 
 def convert(fmt, src, dst, kind="", max_tokens=0, tokenizer=""):
-    """Convert `src` (format `fmt`) to `dst`; returns (kept, Counter of skip reasons)."""
+    """Convert `src` (format `fmt`) to `dst` and print what was kept and skipped; returns
+    (number kept, Counter of skip reasons). Raises DataError for malformed input, ValueError
+    for bad arguments; `dst` is only replaced by a complete, loader-checked file."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown FORMAT {fmt!r}; one of {', '.join(FORMATS)}")
     kind = kind or FORMATS[fmt][0]
@@ -302,11 +315,9 @@ def convert(fmt, src, dst, kind="", max_tokens=0, tokenizer=""):
     if max_tokens and not tokenizer:
         raise ValueError("--max_tokens needs --tokenizer=PATH (a GPT-2 directory, .tiktoken file or checkpoint)")
     count = load_tokenizer(tokenizer) if max_tokens else None
-    examples = {"hh": convert_hh, "summarize": convert_summarize, "alpaca": convert_alpaca,
-                "dolly": convert_dolly}[fmt](src) if fmt != "oasst" else convert_oasst(src, kind)
 
     out, skipped = [], Counter()
-    for ex in examples:
+    for ex in CONVERTERS[fmt](src, kind):
         if isinstance(ex, str):
             skipped[ex] += 1
             continue
@@ -343,6 +354,9 @@ def convert(fmt, src, dst, kind="", max_tokens=0, tokenizer=""):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
+    print(f"kept {len(out)} {'demonstrations' if kind == 'sft' else 'comparisons'}, skipped "
+          f"{sum(skipped.values())}" + (f" ({reasons})" if reasons else "") + f" -> {dst}")
     return len(out), skipped
 
 
@@ -393,17 +407,12 @@ def main(argv=None):
         die(f"expected FORMAT INPUT OUTPUT, got {pos}; see --help", 2)
     if not opts["max_tokens"].isdigit():
         die(f"--max_tokens expects a whole number, got {opts['max_tokens']!r}", 2)
-    fmt, src, dst = pos
     try:
-        kept, skipped = convert(fmt, src, dst, opts["kind"], int(opts["max_tokens"]), opts["tokenizer"])
+        convert(*pos, opts["kind"], int(opts["max_tokens"]), opts["tokenizer"])
     except DataError as e:
         die(str(e))
-    except (ValueError, OSError) as e:  # bad arguments, an unreadable tokenizer or output path
+    except (ValueError, OSError) as e:  # bad arguments; an unreadable tokenizer or output path
         die(str(e), 2 if isinstance(e, ValueError) else 1)
-    what = "demonstrations" if (opts["kind"] or FORMATS[fmt][0]) == "sft" else "comparisons"
-    reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
-    print(f"kept {kept} {what}, skipped {sum(skipped.values())}" + (f" ({reasons})" if reasons else "")
-          + f" -> {dst}")
 
 
 if __name__ == "__main__":

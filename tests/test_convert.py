@@ -98,9 +98,9 @@ def test_summarize(tmp_path):
     kept, skipped = convert("summarize", src, str(tmp_path / "s.jsonl"))
     assert kept == 2 and skipped == {"identical responses": 1}
     a, b = load_comparisons(str(tmp_path / "s.jsonl"))
-    assert a["prompt"] == "SUBREDDIT: r/cats\nTITLE: My cat\nPOST: She sleeps all day.\nTL;DR:"
+    assert a["prompt"] == "SUBREDDIT: r/cats\n\nTITLE: My cat\n\nPOST: She sleeps all day.\n\nTL;DR:"
     assert a["responses"][a["ranking"][0]] == "My cat sleeps all day." and a["labeler"] == "w7"
-    assert b["prompt"] == "ARTICLE: A storm hit the coast.\nTL;DR:" and b["responses"][b["ranking"][0]] == "Storm hits."
+    assert b["prompt"] == "Article:\nA storm hit the coast.\n\nTL;DR:" and b["responses"][b["ranking"][0]] == "Storm hits."
     bad = write_jsonl(tmp_path / "bad.json", [summ(0, "a", "b"), summ(2, "a", "b")])
     with pytest.raises(DataError, match=r"bad.json:2: 'choice' must be 0 or 1, got 2"):
         convert("summarize", bad, str(tmp_path / "x.jsonl"))
