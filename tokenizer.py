@@ -233,7 +233,7 @@ def bytes_to_unicode() -> dict[int, str]:
     merges.txt spell every token's bytes with these characters, so that no token contains a
     space, newline or control byte: the byte b" " is "Ġ", b"\\n" is "Ċ". Printable Latin-1
     bytes map to themselves; the 68 others to chr(256), chr(257), ... in byte order."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):
