@@ -100,6 +100,23 @@ def test_same_ids_as_transformers(gpt2_dir, offline):
     assert hf.encode(s, add_special_tokens=False) != ours.encode(s)  # HF's default injects it
 
 
+def test_tokenizer_json_as_transformers_5_saves_it(gpt2_dir, offline, tmp_path):
+    """save_pretrained in transformers >= 5 writes tokenizer.json only, no vocab.json/merges.txt."""
+    transformers = pytest.importorskip("transformers")
+    path, ranks = gpt2_dir
+    transformers.GPT2TokenizerFast.from_pretrained(str(path)).save_pretrained(str(tmp_path))
+    assert (tmp_path / "tokenizer.json").exists() and not (tmp_path / "vocab.json").exists()
+    from_json, from_files = Tokenizer.from_hf_dir(str(tmp_path)), Tokenizer.from_hf_dir(str(path))
+    assert from_json.enc._mergeable_ranks == ranks and from_json.eot_id == len(ranks)
+    s = "".join(CASES)
+    assert from_json.encode(s) == from_files.encode(s)
+    tj = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    tj["pre_tokenizer"]["add_prefix_space"] = True  # a different tokenizer: refused, not mis-read
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    with pytest.raises(ValueError, match="tokenizer.json: pre_tokenizer.add_prefix_space is True"):
+        Tokenizer.from_hf_dir(str(tmp_path))
+
+
 def test_to_dict_round_trip_offline(gpt2_dir, offline):
     path, _ = gpt2_dir
     tok = Tokenizer.from_hf_dir(str(path))
@@ -181,3 +198,7 @@ def test_load_policy_missing_files_is_one_line(tmp_path, capsys):
         load_policy(str(tmp_path))
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "config.json" in err
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 257, "n_layer": 2}))  # no n_head
+    with pytest.raises(SystemExit):
+        load_policy(str(tmp_path))
+    assert capsys.readouterr().err == f"error: {tmp_path / 'config.json'}: no 'n_head': not a GPT-2 config.json\n"
