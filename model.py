@@ -243,6 +243,9 @@ class GPT(nn.Module):
             raise FileNotFoundError(f"{cfg_path} not found: expected a Hugging Face GPT-2 directory")
         with open(cfg_path) as f:
             hf = json.load(f)
+        missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
+        if missing:
+            raise ValueError(f"{cfg_path}: no {missing[0]!r}: not a GPT-2 config.json")
         act = hf.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"{cfg_path}: activation_function {act!r} is not GPT-2's tanh GELU")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
                     print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
-from data import DataError, load_demonstrations
+from data import DataError, has_meta, load_demonstrations
 from data.labelers import judge
 from model import GPT, generate, last_token_index, model_from_checkpoint, right_pad
 from tokenizer import Tokenizer, decode_response, render
@@ -74,8 +74,11 @@ def load_policy(path, device="cpu", dropout=None):
     `dropout` overrides the stored dropout (SFT trains with it, PPO must run without).
     """
     if os.path.isdir(path):
-        tok = Tokenizer.gpt2()
-        model = GPT.from_hf_dir(path, vocab_size=tok.vocab_size, dropout=dropout or 0.0)
+        try:  # the directory's own tokenizer files: offline, unlike tiktoken's "gpt2" download
+            tok = Tokenizer.from_hf_dir(path)
+            model = GPT.from_hf_dir(path, vocab_size=tok.vocab_size, dropout=dropout or 0.0)
+        except (OSError, ValueError, KeyError) as e:
+            die(e.args[0] if len(e.args) == 1 else str(e))
         return model.to(device), tok, {"stage": "hf", "tokenizer": tok.to_dict()}
     ckpt = load_checkpoint(path)
     if "tokenizer" not in ckpt or "model_config" not in ckpt:
@@ -175,7 +178,8 @@ def preference(model, tok, recs, cfg, rm=None):
     """Mean gold labeler score (or mean RM score) of sampled answers to held-out prompts."""
     texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
                                 seed=cfg.seed)
-    gold = sum(judge(r, t)["score"] for r, t in zip(recs, texts)) / len(recs)
+    # the gold judge needs the world's `meta`; your own demonstrations have none -> nan
+    gold = sum(judge(r, t)["score"] for r, t in zip(recs, texts)) / len(recs) if has_meta(recs) else math.nan
     rm_mean = None
     if rm is not None:
         device = next(rm.parameters()).device
@@ -209,6 +213,9 @@ def main():
     eval_recs = val[: cfg.n_eval]
     if not train:
         die(f"{cfg.data}: too few demonstrations ({len(demos)}) to keep {n_val} for validation")
+    if not has_meta(eval_recs) and cfg.select == "preference" and not cfg.rm:
+        print(f"note: {cfg.data} has no 'meta' (the world's gold-judge fields): no gold score; --select=val_loss")
+        cfg.select = "val_loss"
     rm = load_reward_model(cfg.rm, device)[0] if cfg.rm else None
     print(f"data: {len(train)} train / {len(val)} val demonstrations; preference signal on {len(eval_recs)} "
           f"held-out prompts ({'RM score' if rm else 'gold labeler score'})")
@@ -269,7 +276,8 @@ def main():
         print(log_line(epoch, cfg.epochs, train_loss=loss.item(), val_loss=v, gold_score=gold,
                        **({"rm_score": rms} if rm else {}), elapsed_s=int(time.time() - t0)))
         for r, t in list(zip(eval_recs, texts))[:2]:
-            print(f"  [{r['category']}] {r['prompt'][:80]!r}\n    -> {t!r} (gold {judge(r, t)['score']:.2f})")
+            gold_note = f" (gold {judge(r, t)['score']:.2f})" if "meta" in r else ""
+            print(f"  [{r['category']}] {r['prompt'][:80]!r}\n    -> {t!r}{gold_note}")
         signal = {"preference": rms if rm else gold, "val_loss": -v, "last": epoch}[cfg.select]
         if signal > best:
             best = signal

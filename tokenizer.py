@@ -15,7 +15,7 @@ Train a tokenizer (tiny, a few seconds on CPU / "for real", under a minute):
 Use it:
 
     from tokenizer import Tokenizer, render
-    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.gpt2()
+    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.gpt2(), Tokenizer.from_hf_dir(dir)
     ids, mask = render(tok, "What is 2+2?", " 4")
 
 Design, and deviations from GPT-2 / InstructGPT:
@@ -31,9 +31,13 @@ Design, and deviations from GPT-2 / InstructGPT:
    With GPT-2's ranks this puts <|endoftext|> at 50256, exactly where GPT-2 has it.
 4. `encode()` never produces special tokens: text typed by a user that happens to contain
    "<|endoftext|>" is encoded as ordinary bytes. Only `render()` inserts control tokens.
+5. GPT-2's tokenizer comes from a Hugging Face directory's own vocab.json + merges.txt
+   (`from_hf_dir`, offline, checked against transformers in tests/test_gpt2_dir.py), or
+   from tiktoken's "gpt2" encoding (`gpt2()`, which tiktoken downloads once).
 """
 import base64
 import heapq
+import json
 import os
 import re
 import time
@@ -221,6 +225,137 @@ def load_ranks(path: str) -> dict[bytes, int]:
 
 
 # -----------------------------------------------------------------------------
+# GPT-2's own files: vocab.json + merges.txt, as a Hugging Face GPT-2 directory holds them
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (openai/gpt-2 encoder.py). vocab.json and
+    merges.txt spell every token's bytes with these characters, so that no token contains a
+    space, newline or control byte: the byte b" " is "Ġ", b"\\n" is "Ċ". Printable Latin-1
+    bytes map to themselves; the 68 others to chr(256), chr(257), ... in byte order."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def gpt2_ranks(vocab: dict, merges: list, vocab_where: str, merges_where: str) -> dict[bytes, int]:
+    """GPT-2's vocabulary ({token string: id}, with <|endoftext|>) and merges ([(where, a, b),
+    ...], highest priority first) -> tiktoken mergeable ranks {token bytes: id}, without
+    <|endoftext|>. Errors are ValueError whose message starts with the file (and line).
+
+    tiktoken uses the id of a token as its merge priority: at each step it merges the
+    adjacent pair whose concatenation has the lowest id. GPT-2's own code instead merges
+    the pair listed earliest in merges.txt. The two agree when the k-th merge creates token
+    id 256 + k and ids 0..255 are the single bytes, which is how GPT-2's files are laid out
+    (and what tiktoken's own gpt2 loader, `data_gym_to_mergeable_bpe_ranks`, asserts). A
+    file pair laid out otherwise would need the model's embedding rows renumbered; we
+    refuse it with the first merge that breaks the rule.
+    """
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+
+    def to_bytes(token, where):
+        try:
+            return bytes(byte_of[c] for c in token)
+        except KeyError as e:
+            raise ValueError(f"{where}: token {token!r} has character {e.args[0]!r}, which is not in "
+                             "GPT-2's byte-to-unicode table: not a byte-level BPE vocabulary") from None
+
+    if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+        raise ValueError(f"{vocab_where}: expected a JSON object {{token string: integer id}}")
+    vocab = dict(vocab)
+    eot = vocab.pop("<|endoftext|>", None)
+    # GPT-2 puts <|endoftext|> right after the BPE tokens (50256); Tokenizer does the same
+    if eot != len(vocab):
+        raise ValueError(f"{vocab_where}: '<|endoftext|>' has id {eot}, expected {len(vocab)} "
+                         "(right after the BPE tokens, as in GPT-2)")
+    ranks = {to_bytes(t, vocab_where): i for t, i in vocab.items()}
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise ValueError(f"{vocab_where}: ids must be exactly 0..{len(ranks) - 1} plus '<|endoftext|>'")
+    single = [b for b in range(256) if ranks.get(bytes([b]), 256) >= 256]
+    if single:
+        raise ValueError(f"{vocab_where}: ids 0..255 must be the 256 single bytes; byte {single[0]} is "
+                         f"{'missing' if bytes([single[0]]) not in ranks else 'elsewhere'}")
+    for k, (where, a, b) in enumerate(merges):
+        a, b = to_bytes(a, where), to_bytes(b, where)
+        new = ranks.get(a + b)
+        if new != 256 + k or not (ranks.get(a, new) < new and ranks.get(b, new) < new):
+            raise ValueError(f"{where}: merge {a!r} + {b!r} creates id {new}, expected {256 + k} from "
+                             "parts of lower id: the ids do not follow the merge order, which tiktoken "
+                             "needs (it merges by id)")
+    if 256 + len(merges) != len(ranks):
+        raise ValueError(f"{merges_where}: {len(merges)} merges for {len(ranks)} BPE tokens, expected "
+                         f"{len(ranks) - 256} (every token but the 256 bytes is one merge)")
+    return ranks
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid UTF-8 JSON ({e})") from None
+
+
+def read_gpt2_tokenizer_files(path: str) -> tuple[dict, list, str, str]:
+    """A Hugging Face GPT-2 directory -> gpt2_ranks' arguments: (vocab, merges, where each is)
+    from vocab.json + merges.txt (GPT-2's own files, what the Hub holds) or, failing
+    those, tokenizer.json (all that transformers >= 5 `save_pretrained` writes)."""
+    vocab_path, merges_path = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+    tj_path = os.path.join(path, "tokenizer.json")
+    if os.path.isfile(vocab_path) or os.path.isfile(merges_path) or not os.path.isfile(tj_path):
+        for p in (vocab_path, merges_path):
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"{p} not found: a GPT-2 directory needs the tokenizer's vocab.json "
+                                        "and merges.txt (or tokenizer.json)")
+        try:
+            with open(merges_path, encoding="utf-8") as f:
+                lines = f.read().splitlines()  # safe: no line-break character is in the byte table
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{merges_path}: not UTF-8 (byte offset {e.start})") from None
+        merges = []
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip() or (line_no == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"{merges_path}:{line_no}: expected two tokens separated by one space, "
+                                 f"got {line!r}")
+            merges.append((f"{merges_path}:{line_no}", *parts))
+        return read_json(vocab_path), merges, vocab_path, merges_path
+
+    # tokenizer.json: the same vocabulary and merges, plus settings that must be GPT-2's
+    tj = read_json(tj_path)
+    model = tj.get("model") if isinstance(tj, dict) else None
+    pre = tj.get("pre_tokenizer") or {} if isinstance(tj, dict) else None
+    if not (isinstance(model, dict) and isinstance(pre, dict)):
+        raise ValueError(f"{tj_path}: expected an object with 'model' and 'pre_tokenizer' objects")
+    expected = {"model.type": (model.get("type"), "BPE"), "pre_tokenizer.type": (pre.get("type"), "ByteLevel"),
+                "pre_tokenizer.use_regex": (pre.get("use_regex", True), True),
+                "pre_tokenizer.add_prefix_space": (pre.get("add_prefix_space", False), False),
+                "normalizer": (tj.get("normalizer"), None)}
+    for key, (got, want) in expected.items():
+        if got != want:
+            raise ValueError(f"{tj_path}: {key} is {got!r}, GPT-2's is {want!r}")
+    vocab = model.get("vocab")
+    for t in tj.get("added_tokens") or []:  # <|endoftext|> may live only here
+        if isinstance(t, dict) and t.get("content") == "<|endoftext|>" and isinstance(vocab, dict):
+            vocab = {**vocab, "<|endoftext|>": t.get("id")}
+    merges = []
+    for i, m in enumerate(model.get("merges") or []):
+        parts = m.split(" ") if isinstance(m, str) else m  # "a b" (older files) or ["a", "b"]
+        if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(x, str) and x for x in parts)):
+            raise ValueError(f"{tj_path}: model.merges[{i}] is {m!r}, expected two tokens")
+        merges.append((f"{tj_path}: model.merges[{i}]", *parts))
+    return vocab, merges, f"{tj_path}: model.vocab", f"{tj_path}: model.merges"
+
+
+# -----------------------------------------------------------------------------
 # the tokenizer every stage uses
 
 class Tokenizer:
@@ -258,6 +393,25 @@ class Tokenizer:
         assert tok.eot_id == base.eot_token == 50256
         tok._is_gpt2 = True
         return tok
+
+    @classmethod
+    def from_hf_dir(cls, path: str) -> "Tokenizer":
+        """GPT-2's tokenizer from a local Hugging Face GPT-2 directory (vocab.json + merges.txt,
+        or tokenizer.json), no network: the same ids as `gpt2()` and as transformers'
+        GPT2Tokenizer, with <|endoftext|> at its vocabulary id (50256) and <|pad|>, <|user|>,
+        <|assistant|> after it. Serialised by its ranks (`to_dict`): checkpoints load offline."""
+        ranks = gpt2_ranks(*read_gpt2_tokenizer_files(path))
+        cfg_path = os.path.join(path, "config.json")
+        if os.path.isfile(cfg_path):  # tokenizer files from another model would index past its embedding
+            try:
+                with open(cfg_path, encoding="utf-8") as f:
+                    n_model = json.load(f).get("vocab_size", len(ranks) + 1)
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+                raise ValueError(f"{cfg_path}: not a JSON object ({e})") from None
+            if n_model < len(ranks) + 1:
+                raise ValueError(f"{cfg_path}: vocab_size {n_model} is smaller than the {len(ranks) + 1} tokens "
+                                 "of vocab.json: the tokenizer files belong to another model")
+        return cls(ranks, name="gpt2-hf")
 
     def encode(self, text: str) -> list[int]:
         # encode_ordinary: special-token text in user data stays plain bytes. (tiktoken's

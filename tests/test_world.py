@@ -388,7 +388,7 @@ def test_loaders_accept_good(tmp_path):
     assert load_prompts(_write(tmp_path / "p.jsonl", [json.dumps(GOOD_PROMPT)])) == [GOOD_PROMPT]
     assert load_demonstrations(_write(tmp_path / "d.jsonl", [json.dumps(GOOD_DEMO), ""])) == [GOOD_DEMO]
     assert load_comparisons(_write(tmp_path / "c.jsonl", [json.dumps(GOOD_COMP)]),
-                            max_tokens=11, count_tokens=len) == [GOOD_COMP]
+                            max_tokens=11, count_tokens=len) == [{**GOOD_COMP, "id": "c-1", "category": "unknown"}]
 
 
 def test_loaders_reject_malformed(tmp_path):
