@@ -1,8 +1,9 @@
 """
 Step 4: evaluate -- every model answers the same held-out prompts, simulated labelers judge.
 
-Each checkpoint is sampled the same way (temperature, seed, max_new_tokens), and its
-answers are compared with the reference model's (SFT by default) by labelers: once by
+Each checkpoint is sampled the same way (temperature, seed, max_new_tokens) unless its
+--models entry names a temperature (`sft_greedy=out/sft.pt@0`: a cheaper way to a sharper
+policy, which RL has to beat too, since PPO also lowers the entropy), and its answers are compared with the reference model's (SFT by default) by labelers: once by
 the training labelers (the people whose comparisons trained the RM) and once by the
 held-out labelers (who never produced training data). That is the y axis of the paper's
 Figure 1. The noise-free gold judge adds what real labelers annotated as metadata
@@ -50,9 +51,9 @@ from data import DataError, load_prompts, read_corpus
 from data.labelers import heldout_labelers, judge, prefer, train_labelers
 from data.world import QA_A, QA_Q
 from model import generate
-from pretrain import encode_docs, heldout_loss, load_probes, probe_accuracy
+from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
 from report import FAMILIES, GENERALISATION_SPLITS, main_table, make_figures, pair_key, render_report
-from sft import load_policy, sample_responses
+from policy import load_policy, sample_responses
 from tokenizer import decode_response, render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
@@ -61,7 +62,7 @@ DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/ba
 
 @dataclass
 class EvalConfig:
-    models: str = DEFAULT_MODELS  # comma-separated name=checkpoint; a name starting with "prompted" = base + few-shot
+    models: str = DEFAULT_MODELS  # comma-separated name=checkpoint[@temperature]; "prompted*" = base + few-shot
     reference: str = "sft"  # the model every other one is compared against (the paper: 175B SFT)
     prompts: str = "data/world/eval_prompts.jsonl"  # held-out prompts {id, prompt, category, split, lang, meta}
     fewshot: str = "data/world/fewshot.txt"  # plain-text few-shot prefix for the "prompted" models
@@ -344,12 +345,14 @@ def read_ppo_log(path):
 
 
 def log_points(rows, k=6):
-    """k evenly spaced iterations, first and last included: [{"iter", "kl", "score", "gold"}]."""
+    """k evenly spaced iterations, first and last included: [{"iter", "kl", "rm_score", "no_eos", "gold"}].
+    rm_score is the reward model's raw score, without the no-EOS penalty (no_eos = the share of
+    responses that got the penalty instead); older logs without it fall back to "score"."""
     if not rows:
         return []
     idx = sorted({round(i * (len(rows) - 1) / max(1, k - 1)) for i in range(k)})
-    return [dict(iter=rows[i].get("iter", i + 1), kl=rows[i]["kl"], score=rows[i]["score"], gold=rows[i]["gold"])
-            for i in idx]
+    return [dict(iter=rows[i].get("iter", i + 1), kl=rows[i]["kl"], rm_score=rows[i].get("rm_score", rows[i]["score"]),
+                 no_eos=1 - rows[i].get("eos_rate", 1.0), gold=rows[i]["gold"]) for i in idx]
 
 
 # -----------------------------------------------------------------------------
@@ -432,7 +435,7 @@ def sample_prompted(model, tok, prompts, prefixes, max_new_tokens, temperature, 
 def main():
     cfg = parse_config(EvalConfig())
     print_config(cfg)
-    specs = {}
+    specs, temps = {}, {}
     for item in (s.strip() for s in cfg.models.split(",")):
         if not item:
             continue
@@ -441,6 +444,12 @@ def main():
         name, path = (s.strip() for s in item.split("=", 1))
         if name in specs:
             die(f"--models: model name {name!r} appears twice", 2)
+        if "@" in path:  # name=path@T: this model samples at temperature T (e.g. sft_greedy=out/sft.pt@0)
+            path, t = path.rsplit("@", 1)
+            try:
+                temps[name] = float(t)
+            except ValueError:
+                die(f"--models: {item!r}: expected name=path@temperature, got temperature {t!r}", 2)
         specs[name] = path
     if not specs:
         die("--models is empty", 2)
@@ -519,11 +528,12 @@ def main():
         texts = []
         for i in range(0, len(recs), bs):
             prompts = [r["prompt"] for r in recs[i : i + bs]]
+            temp = temps.get(name, cfg.temperature)
             if name in prefixes:
                 t = sample_prompted(model, tok, prompts, prefixes[name][i : i + bs], cfg.max_new_tokens,
-                                    cfg.temperature, seed=cfg.seed + i)
+                                    temp, seed=cfg.seed + i)
             else:
-                t, _ = sample_responses(model, tok, prompts, cfg.max_new_tokens, cfg.temperature, batch_size=bs,
+                t, _ = sample_responses(model, tok, prompts, cfg.max_new_tokens, temp, batch_size=bs,
                                         seed=cfg.seed + i)
             texts.extend(t)
             bar.update(1)
@@ -568,6 +578,8 @@ def main():
     for a, b in (("ppo_ptx", "base"), ("ppo_ptx", "sft")):
         if a in roles and b in roles:
             pairs.append((roles[a], roles[b]))
+    for n in temps:  # a model sampled at its own temperature (e.g. greedy SFT): the RL models against it
+        pairs += [(roles[f], n) for f in ("ppo", "ppo_ptx") if f in roles]
     pairs = list(dict.fromkeys(pairs))
     groups = {"train": train_labelers(), "heldout": heldout_labelers()}
     win_rates = {g: {} for g in groups}

@@ -334,7 +334,17 @@ def load_hf_state_dict(path):
 
 class ScalarModel(nn.Module):
     """GPT trunk + Linear(C, 1): one number per position. The reward model reads it at the
-    last real token; the PPO value function reads it at every response position."""
+    last real token (`score`); the PPO value function reads it at every response position
+    (`forward`).
+
+    `lm_coef` (0 = the paper's RM exactly) adds one more input to the reward: the trunk's
+    own mean log-likelihood of the response, read through its (tied) LM head. Why: the RM
+    starts from the SFT model, which holds the world's facts as next-token probabilities,
+    and whether an answer is right is mostly whether it states the right fact. A ~1M-
+    parameter head reading one hidden state did not learn that from our ~9k comparisons
+    (58 % pair accuracy); the likelihood alone already ranks SFT samples at 60 %, and the
+    two trained together reach ~64 % (README, "Reward model").
+    """
 
     def __init__(self, cfg):
         super().__init__()
@@ -343,11 +353,32 @@ class ScalarModel(nn.Module):
         # REFERENCE: weight ~ N(0, 1/sqrt(d_model + 1)), bias 0 (Ziegler et al. 2019)
         nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(cfg.n_embd + 1))
         nn.init.zeros_(self.head.bias)
+        self.lm_coef = nn.Parameter(torch.zeros(()))  # weight of the likelihood feature (0 = paper's RM)
 
     def forward(self, idx, attn_mask=None):
         """idx, attn_mask: (B, T) -> values (B, T) (float32)."""
         hidden, _ = self.trunk(idx, attn_mask=attn_mask, return_hidden=True)  # (B, T, C)
         return self.head(hidden).squeeze(-1).float()  # (B, T)
+
+    def score(self, idx, attn_mask, response_mask=None):
+        """
+        The reward of each row: (B,). idx, attn_mask: (B, T), any padding; response_mask
+        (B, T) is 1 on the response tokens (and the final EOT) -- needed when lm_coef != 0.
+
+            score = head(h at the last real token) + lm_coef * mean over response tokens
+                    of log p_trunk(token | everything before it)
+        """
+        hidden, _ = self.trunk(idx, attn_mask=attn_mask, return_hidden=True)  # (B, T, C)
+        last = last_token_index(attn_mask)  # (B,)
+        score = self.head(hidden[torch.arange(len(idx)), last]).squeeze(-1).float()  # (B,)
+        if self.lm_coef.item() != 0.0:
+            if response_mask is None:
+                raise ValueError("this reward model has a likelihood term (lm_coef != 0): pass response_mask")
+            # hidden[:, t] predicts idx[:, t + 1]: the usual off-by-one of every log-prob gather
+            logp = logprobs_from_logits(self.trunk.lm_head(hidden[:, :-1]), idx[:, 1:])  # (B, T-1)
+            m = response_mask[:, 1:].float()  # (B, T-1): 1 where idx[:, t + 1] is a response token
+            score = score + self.lm_coef * (logp * m).sum(1) / m.sum(1).clamp(min=1)
+        return score
 
 
 def last_token_index(attn_mask):
@@ -505,6 +536,8 @@ def model_from_checkpoint(ckpt, key="model"):
     """Rebuild a GPT (or ScalarModel, if the state has a 'head.') from a checkpoint dict."""
     cfg = GPTConfig(**ckpt["model_config"])
     sd = ckpt[key]
+    if any(k.startswith("head.") for k in sd) and "lm_coef" not in sd:  # a reward model from before lm_coef
+        sd = {**sd, "lm_coef": torch.zeros(())}
     model = ScalarModel(cfg) if any(k.startswith("head.") for k in sd) else GPT(cfg)
     model.load_state_dict(sd)
     return model

@@ -8,6 +8,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
     python pipeline.py --quick       # the same stages, tiny settings (~2 min): smoke test, first contact
     python pipeline.py --redo=ppo    # rerun one stage (and everything after it)
     python pipeline.py --out=runs/a  # another output folder
+    python pipeline.py --seed=1      # another world AND other training seeds -> out/seed1/
 
 Each stage is one of the flat scripts, run as a subprocess with the arguments below, so
 anything the pipeline does you can do by hand. A stage that finished is not redone (its
@@ -24,22 +25,23 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def stages(out, world):
-    """(name, command, resumable) in order. Paths are relative to the repo root."""
+def stages(out, world, seed=0):
+    """(name, command, resumable) in order. Paths are relative to the repo root. `seed` picks
+    the world (its KB, prompts, labelers' draws) and, as 1337 + seed, every training seed."""
     py = [sys.executable]
-    return [
-        ("world", py + ["-m", "data.world", "build", f"--out={world}", "--seed=0"], False),
+    plan = [
+        ("world", py + ["-m", "data.world", "build", f"--out={world}", f"--seed={seed}"], False),
         ("tokenizer", py + ["tokenizer.py", f"--input={world}/corpus_train.txt", "--vocab_size=1024",
                             f"--out={out}/tokenizer.tiktoken"], False),
         ("base", py + ["pretrain.py", "--size=small", f"--tokenizer={out}/tokenizer.tiktoken", f"--out={out}/base.pt",
                        f"--data={world}/corpus_train.txt", f"--heldout={world}/corpus_heldout.txt",
                        f"--probes={world}/probes.jsonl"], True),
         ("base_large", py + ["pretrain.py", "--size=large", f"--tokenizer={out}/tokenizer.tiktoken",
-                             f"--out={out}/base_large.pt", "--max_iters=500", f"--data={world}/corpus_train.txt",
+                             f"--out={out}/base_large.pt", f"--data={world}/corpus_train.txt",
                              f"--heldout={world}/corpus_heldout.txt", f"--probes={world}/probes.jsonl"], True),
         ("sft", py + ["sft.py", f"--init={out}/base.pt", f"--data={world}/sft.jsonl", f"--out={out}/sft.pt"], True),
-        ("collect", py + ["collect.py", f"--policy={out}/sft.pt", f"--prompts={world}/rm_prompts.jsonl",
-                          f"--out_dir={out}"], False),
+        ("collect", py + ["collect.py", f"--policy={out}/sft.pt", f"--base={out}/base.pt",
+                          f"--prompts={world}/rm_prompts.jsonl", f"--out_dir={out}"], False),
         ("reward", py + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons.jsonl",
                          f"--val={out}/comparisons_val.jsonl", f"--val_heldout={out}/comparisons_val_heldout.jsonl",
                          f"--demos={world}/sft.jsonl", f"--out={out}/rm.pt"], True),
@@ -53,24 +55,33 @@ def stages(out, world):
          True),
         ("evaluate", py + ["evaluate.py",
                            f"--models=base_large={out}/base_large.pt,base={out}/base.pt,prompted={out}/base.pt,"
-                           f"sft={out}/sft.pt,ppo={out}/ppo.pt,ppo_ptx={out}/ppo_ptx.pt",
+                           f"sft={out}/sft.pt,sft_greedy={out}/sft.pt@0,ppo={out}/ppo.pt,ppo_ptx={out}/ppo_ptx.pt",
                            f"--prompts={world}/eval_prompts.jsonl", f"--heldout_corpus={world}/corpus_heldout.txt",
                            f"--probes={world}/probes.jsonl", f"--fewshot={world}/fewshot.txt",
                            f"--ppo_logs={out}/ppo_log.jsonl,{out}/ppo_ptx_log.jsonl,{out}/ppo_beta0_log.jsonl",
                            f"--out_dir={out}"], False),
     ]
+    # every stage but the world and the tokenizer takes --seed
+    return [(n, cmd + ([f"--seed={1337 + seed}"] if n not in ("world", "tokenizer") else []), r) for n, cmd, r in plan]
 
 
 def main(argv):
     quick = "--quick" in argv
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), "out/quick" if quick else "out")
+    seed_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--seed=")), "0")
+    if not seed_arg.isdigit():
+        print(f"error: --seed={seed_arg}: expected a non-negative integer", file=sys.stderr)
+        sys.exit(2)
+    seed = int(seed_arg)
+    default_out = ("out/quick" if quick else "out") + (f"/seed{seed}" if seed else "")
+    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), default_out)
     redo = next((a.split("=", 1)[1] for a in argv if a.startswith("--redo=")), None)
     for a in argv:
-        if a not in ("--quick",) and not a.startswith(("--out=", "--redo=")):
-            print(f"error: unknown argument {a!r} (expected --quick, --out=DIR, --redo=STAGE)", file=sys.stderr)
+        if a not in ("--quick",) and not a.startswith(("--out=", "--redo=", "--seed=")):
+            print(f"error: unknown argument {a!r} (expected --quick, --seed=N, --out=DIR, --redo=STAGE)",
+                  file=sys.stderr)
             sys.exit(2)
-    world = os.path.join(out, "world") if quick else "data/world"
-    plan = stages(out, world)
+    world = os.path.join(out, "world") if quick or seed else "data/world"
+    plan = stages(out, world, seed)
     names = [n for n, _, _ in plan]
     if redo is not None and redo not in names:
         print(f"error: --redo={redo}: no such stage; stages are {', '.join(names)}", file=sys.stderr)
@@ -81,7 +92,8 @@ def main(argv):
             overrides = json.load(f)
     done_dir = os.path.join(out, ".done")
     os.makedirs(done_dir, exist_ok=True)
-    if redo is not None:  # redo this stage and every stage after it
+    fresh = set(names[names.index(redo):]) if redo is not None else set()
+    if redo is not None:  # redo this stage and every stage after it, from scratch (not resumed)
         for n in names[names.index(redo):]:
             if os.path.exists(os.path.join(done_dir, n)):
                 os.remove(os.path.join(done_dir, n))
@@ -95,7 +107,7 @@ def main(argv):
                 times.append((name, float(f.read() or 0), "done earlier"))
             print(f"=== {name}: done earlier, skipping (--redo={name} to rerun)")
             continue
-        cmd = cmd + overrides.get(name, []) + (["--resume=True"] if resumable else [])
+        cmd = cmd + overrides.get(name, []) + (["--resume=True"] if resumable and name not in fresh else [])
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.time()
         rc = subprocess.call(cmd, cwd=HERE)

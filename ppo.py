@@ -27,6 +27,12 @@ including EOS; every mean over tokens is a masked mean with it.
 Where we follow the paper / Ziegler et al. 2019, and where we deviate:
 1. Follow: policy and frozen reference both start from SFT; value function starts from
    the reward model (--value_init=zero: a zero-initialised head on the policy trunk).
+   Add (Ziegler et al.'s advice): the first --value_warmup iterations fit only the value
+   model, without the value clip. The RM was trained at the last token only; read at
+   every response position it is far from the returns (explained variance ~ -2 on our
+   first runs), and the advantages of the first policy updates were then mostly value
+   error -- PPO's first lesson was "do not stop" (the EOS token's advantage came out
+   negative). With --value_init=zero the warm-up also trains the shared trunk.
 2. Follow: per-token reward r_t = -beta * (log pi - log pi_SFT), RM score added at the last
    response token; fixed beta = 0.02 by default; an adaptive KL controller as an option.
 3. Follow: GAE with gamma = 1, lambda = 0.95; advantages whitened with the biased variance;
@@ -57,8 +63,8 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
 from data import DataError, load_prompts, read_corpus
 from data.labelers import judge
 from model import ScalarModel, GPTConfig, generate, last_token_index, response_logprobs
-from pretrain import encode_docs, get_batch
-from sft import load_policy, load_reward_model, rm_scores
+from corpus import encode_docs, get_batch
+from policy import load_policy, load_reward_model, rm_scores
 from tokenizer import decode_response, render
 
 
@@ -73,7 +79,7 @@ class PPOConfig:
     batch_size: int = 64  # rollouts per iteration (paper: 512)
     minibatch_size: int = 16  # (paper: 64)
     ppo_epochs: int = 2  # passes over each batch (paper: 1)
-    lr: float = 5e-5  # policy and value learning rate; linear decay to 0
+    lr: float = 1e-4  # policy and value learning rate; linear decay to 0
     kl_coef: float = 0.02  # beta: per-token KL penalty against the SFT model (paper: 0.02)
     adaptive_kl: bool = False  # Ziegler's adaptive controller instead of a fixed beta
     kl_target: float = 6.0  # adaptive controller: target KL per response (nats)
@@ -89,6 +95,7 @@ class PPOConfig:
     ent_coef: float = 0.0  # entropy bonus (0 = none, as in the paper)
     whiten_rewards: bool = False  # whiten per-token rewards (keeping their mean) before GAE
     value_init: str = "rm"  # "rm": separate value model from the RM (paper); "zero": zero head on the policy
+    value_warmup: int = 3  # first N iterations train only the value model (unclipped), policy frozen
     temperature: float = 1.0  # sampling temperature, also used when recomputing log-probs
     max_new_tokens: int = 48
     eos_trick: bool = True  # a response that never emits EOS gets no_eos_penalty instead of its RM score
@@ -210,10 +217,12 @@ class AdaptiveKLController:
 
 
 def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_coef, generator,
-                  ptx_stream=None):
+                  ptx_stream=None, value_only=False):
     """
     Steps 2-7 for one batch of prompts (lists of token ids). reward_fn(out) -> (B,) scores
     for the rollout dict `out` of model.generate. Returns (stats dict, rollout dict).
+    value_only=True is the value warm-up: the same rollouts and returns, but only the value
+    model learns (with no value clip), so the policy's first update sees sane advantages.
     """
     device = next(policy.parameters()).device
     dev = device.type
@@ -264,15 +273,18 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
                 vpred = value(tokens[idx], attn[idx])[:, P - 1 : -1].float()
             pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), logprobs[idx], advantages[idx],
                                                              mb_mask, cfg.cliprange)
-            vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, cfg.cliprange_value)
+            vf_clip = float("inf") if value_only else cfg.cliprange_value
+            vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, vf_clip)
             if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
                 ratio_start_err = ((ratio - 1).abs() * mb_mask).max().item()
             ent = masked_mean(entropy, mb_mask)
             loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
+            if value_only:  # warm-up: no policy gradient at all (its parameters get no .grad, so no step)
+                loss = vf_loss
 
             # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
             ptx_loss = torch.zeros((), device=device)
-            if cfg.ptx_coef > 0 and ptx_stream is not None:
+            if cfg.ptx_coef > 0 and ptx_stream is not None and not value_only:
                 x, y = get_batch(ptx_stream, cfg.ptx_batch_size, cfg.ptx_ctx, generator_cpu(generator))
                 with autocast(dev):
                     _, ptx_loss = policy(x.to(device), y.to(device))
@@ -303,6 +315,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         pg_loss=sum(agg["pg_loss"]) / len(agg["pg_loss"]),
         vf_loss=sum(agg["vf_loss"]) / len(agg["vf_loss"]),
         clipfrac=sum(agg["clipfrac"]) / len(agg["clipfrac"]),
+        vf_clipfrac=sum(agg["vf_clipfrac"]) / len(agg["vf_clipfrac"]),
         approxkl=sum(agg["approxkl"]) / len(agg["approxkl"]),
         entropy=sum(agg["entropy"]) / len(agg["entropy"]),
         explained_var=explained_var.item(),
@@ -380,7 +393,10 @@ def main():
     print(f"data: {len(recs)} PPO prompts" + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else ""))
 
     def reward_fn(out):
-        return rm_scores(rm, out["tokens"], out["attn_mask"])
+        P = out["prompt_len"]  # rollout layout: left-padded prompt (B, P), then the response (B, R)
+        response_mask = torch.cat([torch.zeros_like(out["attn_mask"][:, :P]),
+                                   out["response_mask"].to(out["attn_mask"].dtype)], 1)  # (B, T)
+        return rm_scores(rm, out["tokens"], out["attn_mask"], response_mask)
 
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else None
     kl_coef = cfg.kl_coef
@@ -416,7 +432,7 @@ def main():
         prompt_ids = [render(tok, r["prompt"])[0] for r in batch]
         try:
             stats, out = ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_coef, gen,
-                                       ptx_stream)
+                                       ptx_stream, value_only=it < cfg.value_warmup)
         except FloatingPointError as e:
             die(f"iteration {it + 1}: {e}; stopping. The last good checkpoint is {cfg.out}")
         if not all(math.isfinite(v) for v in stats.values()):
@@ -433,11 +449,12 @@ def main():
         texts = [decode_response(tok, r, m) for r, m in zip(out["response"].tolist(), out["response_mask"].tolist())]
         stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
         stats["iter"], stats["elapsed_s"] = it + 1, time.time() - t0
+        stats["phase"] = "value_warmup" if it < cfg.value_warmup else "ppo"
         history.append(stats)
         with open(log_path, "a" if it else "w") as f:
             f.write(json.dumps(stats) + "\n")
         bar.write(log_line(it + 1, cfg.iters, **{k: stats[k] for k in (
-            "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy",
+            "rm_score", "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy",
             "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold")}))
         for w in check_health(stats, it + 1):
             bar.write("WARNING " + w)

@@ -103,14 +103,16 @@ def render_report(results):
     rows = [[n] + [pct_ci(gen[s].get(pair_key(n, ref))) for s in GENERALISATION_SPLITS] for n in models]
     out += [md_table(["model"] + [f"{s} (n={results['n_split'].get(s, 0)})" for s in GENERALISATION_SPLITS], rows), ""]
 
-    out += ["## Reward over-optimisation", "", "From the PPO logs: reward-model score (what PPO optimises) and "
-            "gold score (what we want) as the policy drifts from SFT (KL per response, nats).", ""]
+    out += ["## Reward over-optimisation", "", "From the PPO logs: the reward model's raw score (what PPO optimises; "
+            "responses that never stop get a fixed penalty instead, counted in the no-EOS column), and the gold "
+            "score (what we want), as the policy drifts from SFT (KL per response, nats).", ""]
     for path, pts in results["ppo_logs"].items():
         if isinstance(pts, str):
             out += [f"- `{path}`: {pts}"]
             continue
-        out += [f"`{path}`:", "", md_table(["iteration", "KL", "RM score", "gold score"],
-                                           [[p["iter"], num(p["kl"]), num(p["score"]), num(p["gold"])] for p in pts]), ""]
+        out += [f"`{path}`:", "", md_table(["iteration", "KL", "RM score (raw)", "no-EOS rate", "gold score"],
+                                           [[p["iter"], num(p["kl"]), num(p["rm_score"]), f"{p['no_eos']:.0%}",
+                                             num(p["gold"])] for p in pts]), ""]
     if not results["ppo_logs"]:
         out += ["(no PPO logs given)"]
     out += [""]
@@ -158,17 +160,21 @@ def make_figures(results, out_dir):
     ax.legend()
     paths.append(_save(fig, out_dir, "winrate_vs_size.png"))
 
-    # 2. RM score and gold score vs KL, per PPO run
+    # 2. raw RM score, no-EOS rate and gold score over the iterations, per PPO run; and gold vs KL
     logs = {p: pts for p, pts in results["ppo_log_rows"].items() if pts}
     if logs:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, 4, figsize=(18, 4))
         for path, rows in logs.items():
             label = os.path.basename(path).replace("_log.jsonl", "")
-            kl = [r["kl"] for r in rows]
-            axes[0].plot(kl, [r["score"] for r in rows], "o", alpha=0.6, label=label)  # points: KL is not monotone in the iteration
-            axes[1].plot(kl, [r["gold"] for r in rows], "o", alpha=0.6, label=label)
-        axes[0].set(xlabel="KL(policy || SFT) per response", ylabel="RM score", title="what PPO optimises")
-        axes[1].set(xlabel="KL(policy || SFT) per response", ylabel="gold score (1-7)", title="what we want")
+            it = [r.get("iter", i + 1) for i, r in enumerate(rows)]
+            axes[0].plot(it, [r.get("rm_score", r["score"]) for r in rows], "-o", ms=3, label=label)
+            axes[1].plot(it, [r["gold"] for r in rows], "-o", ms=3, label=label)
+            axes[2].plot(it, [1 - r.get("eos_rate", 1.0) for r in rows], "-o", ms=3, label=label)
+            axes[3].plot([r["kl"] for r in rows], [r["gold"] for r in rows], "o", alpha=0.6, label=label)  # points: KL is not monotone in the iteration
+        axes[0].set(xlabel="PPO iteration", ylabel="RM score (raw)", title="what PPO optimises")
+        axes[1].set(xlabel="PPO iteration", ylabel="gold score (1-7)", title="what we want")
+        axes[2].set(xlabel="PPO iteration", ylabel="share of responses without EOS", title="no-EOS penalty rate")
+        axes[3].set(xlabel="KL(policy || SFT) per response", ylabel="gold score (1-7)", title="gold vs KL")
         axes[0].legend()
         paths.append(_save(fig, out_dir, "overoptimization.png"))
 

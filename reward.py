@@ -15,15 +15,25 @@ the paper's RM overfit within one epoch (try --group_pairs=False to see it).
     python reward.py --epochs=1 --max_comparisons=64     # tiny
     python reward.py --data=my_rankings.jsonl            # your own {prompt, responses, ranking}
 
-After training, the head's bias is shifted so the demonstrations score mean 0 (the loss
-is shift-invariant; this pins the shift). The bias lives in the checkpoint: PPO needs
-nothing else.
+After training, the head is normalised (the loss is shift- and nearly scale-invariant;
+this pins both): a gain so that the SFT policy's own samples score with std 1 (Ziegler et
+al.'s `normalize_after`), then a bias so that the labelers' demonstrations score mean 0
+(the paper). Then beta, the no-EOS penalty and the value clip of PPO have a known scale:
+"1" is one standard deviation of the SFT policy's reward. Gain and bias live in the head's
+weights in the checkpoint: PPO needs nothing else.
 
 Deviations from the paper:
 1. The paper's RM is 6B, trained 1 epoch at LR 9e-6, batch 64 prompts; ours is the tiny
-   SFT model, a few epochs at a larger LR (tiny models, few comparisons).
+   SFT model, 1 epoch at a larger LR, batch 8 prompts, LR decayed linearly to 0
+   (Ziegler et al.; the paper used a cosine schedule).
 2. Comparisons come from simulated labelers (data/labelers.py), so we can also report the
-   RM's correlation with the noise-free gold score.
+   RM's correlation with the noise-free gold score -- measurement only.
+3. The comparisons mix SFT samples, base-model samples and one labeler demonstration per
+   prompt (collect.py); accuracy is reported on all held-out pairs (the paper's figure)
+   AND on pairs of two SFT samples (what PPO needs the RM to rank).
+4. The score has one more input than the paper's (--lm_feature, on by default): the
+   trunk's own mean log-likelihood of the response, weighted by a learned coefficient
+   (model.ScalarModel.score says why). --lm_feature=False is the paper's RM exactly.
 """
 
 import math
@@ -41,7 +51,7 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
 from data import DataError, load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
-from sft import load_policy, rm_batch, rm_scores
+from policy import load_policy, rm_batch, rm_scores
 
 
 @dataclass
@@ -52,12 +62,13 @@ class RewardConfig:
     val_heldout: str = "out/comparisons_val_heldout.jsonl"  # same prompts, held-out labelers ("" = none)
     demos: str = "data/world/sft.jsonl"  # demonstrations: their mean score is set to 0 after training
     out: str = "out/rm.pt"
-    epochs: int = 2
+    epochs: int = 1  # the paper: 1 (its RM overfits after that)
     batch_size: int = 8  # prompts per step (each with K responses and C(K,2) pairs)
     lr: float = 3e-4  # peak; linear decay to 0 (Ziegler et al.)
     warmup_steps: int = 10
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    lm_feature: bool = True  # add the trunk's own mean log-likelihood of the response to the score (False = paper)
     group_pairs: bool = True  # True: all C(K,2) pairs of a prompt in one element (paper); False: shuffle pairs
     max_comparisons: int = 0  # use only the first N comparisons (0 = all)
     log_interval: int = 20
@@ -105,8 +116,8 @@ def score_texts(rm, tok, prompts, responses, device, batch_size=64):
     out = []
     for i in range(0, len(prompts), batch_size):
         with autocast(device):
-            ids, attn = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
-            out.append(rm_scores(rm, ids, attn).float())
+            batch = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
+            out.append(rm_scores(rm, *batch).float())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -126,6 +137,22 @@ def evaluate_comparisons(rm, tok, comps, device):
     return acc, loss.item()
 
 
+def sft_pairs_only(comps):
+    """The same comparisons restricted to the SFT policy's samples (by each record's
+    `sources`, written by collect.py); records without sources are kept whole."""
+    out = []
+    for c in comps:
+        if "sources" not in c:
+            out.append(c)
+            continue
+        keep = [i for i, s in enumerate(c["sources"]) if s.startswith("sft")]
+        if len(keep) >= 2:
+            pos = {i: n for n, i in enumerate(keep)}
+            out.append({**c, "responses": [c["responses"][i] for i in keep],
+                        "ranking": [pos[i] for i in c["ranking"] if i in pos]})
+    return out
+
+
 def pearson(a, b):
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     a, b = a - a.mean(), b - b.mean()
@@ -143,6 +170,9 @@ def main():
     policy, tok, _ = load_policy(cfg.init, device, dropout=0.0)
     rm = ScalarModel(GPTConfig(**asdict(policy.config))).to(device)
     rm.trunk.load_state_dict(policy.state_dict())
+    if cfg.lm_feature:  # start at "reward = head + the SFT model's mean log-likelihood of the answer"
+        with torch.no_grad():
+            rm.lm_coef.fill_(1.0)
     del policy
     count = lambda s: len(tok.encode(s))
     maxlen = rm.trunk.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
@@ -168,7 +198,8 @@ def main():
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = rm.trunk.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
-    opt.add_param_group({"params": list(rm.head.parameters()), "weight_decay": 0.0})
+    opt.add_param_group({"params": list(rm.head.parameters()) + ([rm.lm_coef] if cfg.lm_feature else []),
+                         "weight_decay": 0.0})
     epoch, step, history = 0, 0, []
     last = cfg.out + ".last"
     if cfg.resume and os.path.isfile(last):
@@ -195,8 +226,7 @@ def main():
                     # K forward passes per prompt, all prompts of the batch in one padded forward
                     prompts = [comps[i]["prompt"] for i in chunk for _ in comps[i]["responses"]]
                     responses = [r for i in chunk for r in comps[i]["responses"]]
-                    ids, attn = rm_batch(tok, prompts, responses, device)
-                    scores = rm_scores(rm, ids, attn)  # (N,)
+                    scores = rm_scores(rm, *rm_batch(tok, prompts, responses, device))  # (N,)
                     groups, off = [], 0
                     for i in chunk:
                         groups.append((off, comps[i]["ranking"]))
@@ -204,9 +234,8 @@ def main():
                     loss, acc = comparison_loss(scores.float(), groups)
                 else:
                     prompts = [comps[i]["prompt"] for i, _, _ in chunk]
-                    ids, attn = rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in chunk] +
-                                         [comps[i]["responses"][l] for i, _, l in chunk], device)
-                    s = rm_scores(rm, ids, attn).float()
+                    s = rm_scores(rm, *rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in chunk] +
+                                                [comps[i]["responses"][l] for i, _, l in chunk], device)).float()
                     loss, acc = pairwise_loss(s[: len(chunk)], s[len(chunk) :])
             if not torch.isfinite(loss):
                 die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
@@ -227,25 +256,41 @@ def main():
                              optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
                              step=step, history=history), last)
 
-    # 3. normalise: shift the head's bias so the labelers' demonstrations score mean 0
+    # 3. normalise: a gain so the SFT policy's samples score with std 1 (Ziegler et al.), then a
+    #    bias so the labelers' demonstrations score mean 0 (the paper). Both go into the head:
+    #    r' = gain * (r - demo_mean) = (gain * w) . h + gain * (b - demo_mean)
     rm.eval()
+    stats = dict(demo_mean=float("nan"), demo_std=float("nan"), bias_shift=0.0, gain=1.0)
+    sft_samples = [(c["prompt"], r) for c in comps for r, s in zip(c["responses"], c.get("sources", [])) if
+                   s.startswith("sft")][:2000]
+    if sft_samples:
+        gain = 1.0 / score_texts(rm, tok, *map(list, zip(*sft_samples)), device).std().clamp(min=1e-6).item()
+        with torch.no_grad():
+            rm.head.weight.mul_(gain)
+            rm.head.bias.mul_(gain)
+            rm.lm_coef.mul_(gain)
+        stats["gain"] = gain
     if demos:
         demo_scores = score_texts(rm, tok, [d["prompt"] for d in demos], [d["response"] for d in demos], device)
         shift = demo_scores.mean().item()
         with torch.no_grad():
             rm.head.bias -= shift
-        demo_scores -= shift
-        stats = dict(demo_mean=demo_scores.mean().item(), demo_std=demo_scores.std().item(), bias_shift=shift)
-        print(f"normalised: demonstrations now score mean {stats['demo_mean']:.3f} (std {stats['demo_std']:.3f}); "
-              f"bias shifted by {-shift:+.3f}")
-    else:
-        stats = dict(demo_mean=float("nan"), demo_std=float("nan"), bias_shift=0.0)
+        stats.update(demo_mean=(demo_scores - shift).mean().item(), demo_std=demo_scores.std().item(),
+                     bias_shift=-shift)
+    if sft_samples:
+        s = score_texts(rm, tok, *map(list, zip(*sft_samples)), device)
+        stats.update(sft_mean=s.mean().item(), sft_std=s.std().item())
+    stats["lm_coef"] = rm.lm_coef.item()
+    print("normalised: " + " | ".join(f"{k} {v:+.3f}" for k, v in stats.items()) +
+          "  (demonstrations mean 0, SFT samples std 1)")
 
-    # 4. report: accuracy vs training labelers, held-out labelers, and the gold correlation
+    # 4. report: accuracy vs training labelers, held-out labelers, on all pairs and on pairs of
+    #    SFT samples alone, and the correlation with the gold score (measurement only)
     report = {}
     for name, cs in (("train_labelers", val), ("heldout_labelers", val_h)):
         if cs:
             report[f"acc_{name}"] = evaluate_comparisons(rm, tok, cs, device)[0]
+            report[f"acc_{name}_sft_pairs"] = evaluate_comparisons(rm, tok, sft_pairs_only(cs), device)[0]
     if val:
         prompts = [c["prompt"] for c in val for _ in c["responses"]]
         responses = [r for c in val for r in c["responses"]]
@@ -253,11 +298,15 @@ def main():
         if all("meta" in c for c in val):  # our collected comparisons carry the judge's metadata
             gold = [judge(c, r)["score"] for c in val for r in c["responses"]]
             report["gold_corr"] = pearson(scores, gold)
+            is_sft = [s.startswith("sft") for c in val for s in c.get("sources", ["sft"] * len(c["responses"]))]
+            report["gold_corr_sft"] = pearson([x for x, k in zip(scores, is_sft) if k],
+                                              [g for g, k in zip(gold, is_sft) if k])
         c = val[0]  # a sample: one held-out prompt, its responses in the labeler's order, with RM scores
         print(f"sample: {c['prompt'][:90]!r} (labeler {c['labeler']})")
         for rank_i, j in enumerate(c["ranking"]):
             extra = f" | gold {judge(c, c['responses'][j])['score']:.2f}" if "meta" in c else ""
-            print(f"  #{rank_i + 1} RM {scores[j]:+.2f}{extra} | {c['responses'][j][:90]!r}")
+            src = f" [{c['sources'][j]}]" if "sources" in c else ""
+            print(f"  #{rank_i + 1} RM {scores[j]:+.2f}{extra}{src} | {c['responses'][j][:90]!r}")
     print("reward model on held-out prompts: " + " | ".join(f"{k} {v:.3f}" for k, v in report.items()))
     print("  (paper: 72.4% within the training labelers' group, 69.6% on held-out labelers)")
     save_checkpoint(dict(stage="reward", model=rm.state_dict(), model_config=asdict(rm.trunk.config),

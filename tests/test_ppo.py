@@ -137,3 +137,42 @@ def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned():
     assert first["sample_lp_err"] < 1e-4
     assert sum(scores[-3:]) / 3 > sum(scores[:2]) / 2 + 0.3
     assert stats["kl"] > 0
+
+
+def test_value_warmup_moves_only_the_value_model():
+    """value_only=True (the warm-up iterations): the policy's weights stay bit-identical, the value
+    model learns, and its loss is not clipped; a normal iteration from the same start clips."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
+    policy, ref, value = GPT(cfg), GPT(cfg), ScalarModel(cfg)
+    ref.load_state_dict(policy.state_dict())
+    with torch.no_grad():
+        value.head.bias.fill_(5.0)  # far from the returns (1.0)
+    start = {k: v.clone() for k, v in value.state_dict().items()}
+
+    class Tok:
+        eot_id, pad_id = 14, 15
+
+    ppo_cfg = replace(PPOConfig(), batch_size=16, minibatch_size=8, ppo_epochs=4, lr=1e-2, max_new_tokens=5,
+                      eos_trick=False)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    reward_fn = lambda out: torch.ones(out["tokens"].shape[0])  # noqa: E731
+
+    def run(value_only, iters):
+        opt = torch.optim.Adam(list(policy.parameters()) + list(value.parameters()), lr=ppo_cfg.lr)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(iters):
+            stats, out = ppo_iteration(policy, ref, value, opt, [[1, 2, 3]] * 16, reward_fn, ppo_cfg, Tok, 0.0,
+                                       gen, value_only=value_only)
+        return stats, out
+
+    stats, out = run(True, 3)
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert stats["vf_clipfrac"] == 0.0
+    with torch.no_grad():
+        v_after = value(out["tokens"], out["attn_mask"])[:, out["prompt_len"] - 1 : -1]  # (B, R)
+    assert masked_mean(v_after, out["response_mask"].float()).item() < 4.0  # moved toward the returns (1.0)
+    value.load_state_dict(start)
+    stats, _ = run(False, 1)  # a PPO iteration from the same far-off value: the clip is active
+    assert stats["vf_clipfrac"] > 0.1

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, ScalarModel, left_pad
 from reward import comparison_loss, pairwise_loss, ranked_pairs
-from sft import rm_batch, rm_scores, sft_batch
+from policy import rm_batch, rm_scores
+from sft import sft_batch
 from tokenizer import Tokenizer, render, train_bpe
 
 TEXT = "the cat sat on the mat. where does anna live? anna lives in paris. " * 30
@@ -66,7 +67,7 @@ def test_score_read_at_last_real_token_left_and_right_padding(tok):
     rm = ScalarModel(tiny_cfg(tok)).eval()
     seqs = [render(tok, "where does anna live?", "paris")[0], render(tok, "cat", "the mat. the cat sat")[0]]
     # right padding (how reward.py batches)
-    ids, attn = rm_batch(tok, ["where does anna live?", "cat"], ["paris", "the mat. the cat sat"], "cpu")
+    ids, attn, resp = rm_batch(tok, ["where does anna live?", "cat"], ["paris", "the mat. the cat sat"], "cpu")
     # left padding (how PPO rollouts are laid out)
     lids, lattn = left_pad(seqs, tok.pad_id)
     with torch.no_grad():
@@ -130,7 +131,7 @@ def test_overfit_rm_accuracy_to_one(tok):
              ("cat?", ["the cat sat.", "where?", "on the mat."], [0, 2, 1])]
     prompts = [p for p, rs, _ in comps for _ in rs]
     responses = [r for _, rs, _ in comps for r in rs]
-    ids, attn = rm_batch(tok, prompts, responses, "cpu")
+    ids, attn, _ = rm_batch(tok, prompts, responses, "cpu")
     groups = [(0, comps[0][2]), (4, comps[1][2])]
     opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
     for _ in range(100):
@@ -139,3 +140,65 @@ def test_overfit_rm_accuracy_to_one(tok):
         loss.backward()
         opt.step()
     assert acc == 1.0 and loss.item() < 0.1
+
+
+def test_unseen_token_rows_do_not_move(tok):
+    """SFT's fix for the alignment-tax artefact: embedding rows of tokens absent from the
+    demonstrations stay bit-identical under AdamW (tied unembedding and all), the rest train."""
+    from sft import unseen_token_mask
+    torch.manual_seed(0)
+    m = GPT(tiny_cfg(tok))
+    demos = [{"prompt": "where does anna live?", "response": "anna lives in paris."}]
+    unseen = unseen_token_mask(tok, demos, m.config.vocab_size)
+    used = set(render(tok, demos[0]["prompt"], demos[0]["response"])[0])
+    assert all(unseen[t] == (t not in used) for t in range(m.config.vocab_size))
+    m.transformer.wte.weight.register_hook(lambda g: g.masked_fill(unseen[:, None], 0.0))
+    before = m.transformer.wte.weight.detach().clone()
+    opt = m.configure_optimizer(1e-2, 0.0)
+    x, y = sft_batch(tok, [demos[0]["prompt"]], [demos[0]["response"]], "cpu")
+    for _ in range(5):
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = m.transformer.wte.weight.detach()
+    assert torch.equal(after[unseen], before[unseen])
+    assert (after[~unseen] - before[~unseen]).abs().amax(1).min() > 0  # every used row moved
+
+
+def test_sft_pairs_only_keeps_the_ranking_order():
+    from reward import sft_pairs_only
+    c = {"prompt": "p", "responses": ["d", "a", "b", "base", "c"], "sources": ["demo", "sft@0.7", "sft@1.0",
+                                                                            "base@1.0", "sft@0.7"],
+         "ranking": [0, 4, 3, 1, 2]}  # best first: d > c > base > a > b
+    (out,) = sft_pairs_only([c])
+    assert out["responses"] == ["a", "b", "c"]
+    assert out["ranking"] == [2, 0, 1]  # c > a > b
+    assert sft_pairs_only([{**c, "sources": ["demo", "sft", "base", "base", "demo"]}]) == []  # < 2 left
+    plain = {"prompt": "p", "responses": ["x", "y"], "ranking": [1, 0]}
+    assert sft_pairs_only([plain]) == [plain]  # no sources: all kept
+
+
+def test_likelihood_term_of_the_reward_by_hand_and_under_any_padding(tok):
+    """score = head at the last token + lm_coef * mean log p(response tokens), p from the trunk's
+    own LM head; the same number for right padding (reward.py) and left padding (PPO rollouts)."""
+    torch.manual_seed(0)
+    rm = ScalarModel(tiny_cfg(tok)).eval()
+    with torch.no_grad():
+        rm.lm_coef.fill_(0.7)
+    pairs = [("where does anna live?", "paris"), ("cat", "the mat. the cat sat")]
+    ids, attn, resp = rm_batch(tok, [p for p, _ in pairs], [r for _, r in pairs], "cpu")
+    seqs = [render(tok, p, r) for p, r in pairs]
+    lids, lattn = left_pad([s for s, _ in seqs], tok.pad_id)
+    lresp, _ = left_pad([m for _, m in seqs], 0)
+    with torch.no_grad():
+        right, left = rm_scores(rm, ids, attn, resp), rm_scores(rm, lids, lattn, lresp)
+        for i, (s, m) in enumerate(seqs):
+            x = torch.tensor([s])
+            head = rm(x)[0, -1]
+            logp = torch.log_softmax(rm.trunk(x)[0][0], -1)  # (T, V)
+            terms = [logp[t - 1, s[t]] for t in range(1, len(s)) if m[t]]  # response tokens and the EOT
+            want = head + 0.7 * torch.stack(terms).mean()
+            assert abs(right[i] - want) < 1e-4 and abs(left[i] - want) < 1e-4
+    with pytest.raises(ValueError):
+        rm_scores(rm, ids, attn)  # a likelihood term needs to know which tokens are the response

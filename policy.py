@@ -1,0 +1,87 @@
+"""
+What every stage does with a policy or a reward model: load one from a checkpoint (or a
+Hugging Face GPT-2 directory), render (prompt, response) text into a padded batch, score
+it with a reward model at the last token, and sample text from a policy.
+
+    model, tok, ckpt = load_policy("out/sft.pt", device, dropout=0.0)
+    texts, ended = sample_responses(model, tok, ["Where does Mepol live?"], temperature=0.7)
+    rm, ckpt = load_reward_model("out/rm.pt", device)
+    scores = rm_scores(rm, *rm_batch(tok, prompts, texts, device))  # (B,)
+"""
+import os
+
+import torch
+
+from common import autocast, die, load_checkpoint
+from model import GPT, generate, model_from_checkpoint, right_pad
+from tokenizer import Tokenizer, decode_response, render
+
+
+
+def load_policy(path, device="cpu", dropout=None):
+    """
+    A pretrain/SFT/PPO checkpoint (or a Hugging Face GPT-2 directory) -> (GPT, Tokenizer, ckpt).
+    `dropout` overrides the stored dropout (SFT trains with it, PPO must run without).
+    """
+    if os.path.isdir(path):
+        try:  # the directory's own tokenizer files: offline, unlike tiktoken's "gpt2" download
+            tok = Tokenizer.from_hf_dir(path)
+            model = GPT.from_hf_dir(path, vocab_size=tok.vocab_size, dropout=dropout or 0.0)
+        except (OSError, ValueError, KeyError) as e:
+            die(e.args[0] if len(e.args) == 1 else str(e))
+        return model.to(device), tok, {"stage": "hf", "tokenizer": tok.to_dict()}
+    ckpt = load_checkpoint(path)
+    if "tokenizer" not in ckpt or "model_config" not in ckpt:
+        die(f"{path}: not a policy checkpoint of this project (no tokenizer/model_config)")
+    if dropout is not None:
+        ckpt["model_config"] = {**ckpt["model_config"], "dropout": dropout}
+    model = model_from_checkpoint(ckpt)
+    if not isinstance(model, GPT):
+        die(f"{path}: is a reward/value model checkpoint, expected a policy")
+    return model.to(device), Tokenizer.from_dict(ckpt["tokenizer"]), ckpt
+
+
+def load_reward_model(path, device="cpu"):
+    """reward.py checkpoint -> (ScalarModel with the demonstration-mean bias already in its
+    head, ckpt). Scores are read at the last real token: see `rm_scores`."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("stage") != "reward":
+        die(f"{path}: expected a reward-model checkpoint (stage 'reward'), got {ckpt.get('stage')!r}")
+    model = model_from_checkpoint(ckpt)
+    return model.to(device).eval(), ckpt
+
+
+def rm_batch(tok, prompts, responses, device):
+    """Render full (prompt, response) sequences for a scalar model -> (ids, attn_mask,
+    response_mask), each (B, T), right-padded; response_mask is render's loss mask."""
+    seqs = [render(tok, p, r) for p, r in zip(prompts, responses)]
+    ids = right_pad([s for s, _ in seqs], tok.pad_id, device)
+    attn = right_pad([[1] * len(s) for s, _ in seqs], 0, device)
+    response_mask = right_pad([m for _, m in seqs], 0, device)
+    return ids, attn, response_mask
+
+
+def rm_scores(rm, ids, attn_mask, response_mask=None):
+    """Reward = the scalar head's value at each row's last real token (the EOT), plus the
+    likelihood term when the RM has one (ScalarModel.score): (B,)."""
+    return rm.score(ids, attn_mask, response_mask)
+
+
+@torch.no_grad()
+def sample_responses(model, tok, prompts, max_new_tokens=48, temperature=0.7, batch_size=64, seed=0):
+    """Sample one response per prompt string -> (texts, ended flags)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
+    texts, ended = [], []
+    for i in range(0, len(prompts), batch_size):
+        batch = [render(tok, p)[0] for p in prompts[i : i + batch_size]]
+        with autocast(device.type):
+            out = generate(model, batch, max_new_tokens, tok.eot_id, tok.pad_id, temperature=temperature,
+                           generator=g)
+        for r, m, e in zip(out["response"].tolist(), out["response_mask"].tolist(), out["ended"].tolist()):
+            texts.append(decode_response(tok, r, m))
+            ended.append(e)
+    model.train(was_training)
+    return texts, ended
