@@ -53,7 +53,7 @@ from data.world import QA_A, QA_Q
 from model import generate
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
 from report import FAMILIES, GENERALISATION_SPLITS, main_table, make_figures, pair_key, render_report
-from policy import load_policy, sample_responses
+from policy import load_policy, load_reward_model, rm_batch, rm_scores, sample_responses
 from tokenizer import decode_response, render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
@@ -71,6 +71,8 @@ class EvalConfig:
     ppo_logs: str = "out/ppo_log.jsonl,out/ppo_ptx_log.jsonl,out/ppo_beta0_log.jsonl"  # for RM vs gold over KL
     out_dir: str = "out/eval"  # report.md, results.json, responses.jsonl, figures
     temperature: float = 0.7  # the same sampling for every model
+    rm: str = ""  # reward model for a best-of-N row: the reference model's best of N samples by RM score
+    best_of: int = 4  # N of that row (with --rm)
     max_new_tokens: int = 48
     max_prompts: int = 0  # evaluate a seeded random subset of N prompts (0 = all)
     heldout_batches: int = 20  # batches of 16 windows for the held-out loss
@@ -237,7 +239,26 @@ def assign_roles(models):
         big = max(bases, key=lambda n: models[n]["params"])
         if models[big]["params"] > models[roles["base"]]["params"]:
             roles["large_base"] = big
+    greedy = [n for n, m in models.items() if m["family"] == "sft" and m.get("temperature") == 0 and
+              n != roles.get("sft")]
+    if greedy:
+        roles["sft_greedy"] = greedy[0]
     return roles
+
+
+def ppo_summary(rows, smooth=3):
+    """A PPO log (value warm-up rows dropped) -> first / last / peak of the raw RM score and of
+    the gold score, each a mean over `smooth` iterations so one noisy batch decides nothing."""
+    rows = [r for r in rows if r.get("phase", "ppo") == "ppo"]
+    if len(rows) < 2 * smooth:
+        return None
+    rm = [r.get("rm_score", r["score"]) for r in rows]
+    gold = [r["gold"] for r in rows]
+    avg = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    runs = [avg(gold[i : i + smooth]) for i in range(len(gold) - smooth + 1)]
+    peak = max(range(len(runs)), key=runs.__getitem__)
+    return dict(rm_first=avg(rm[:smooth]), rm_last=avg(rm[-smooth:]), gold_first=runs[0], gold_last=runs[-1],
+                gold_peak=runs[peak], peak_iter=rows[peak + smooth // 2].get("iter"), n=len(rows))
 
 
 # -----------------------------------------------------------------------------
@@ -312,6 +333,38 @@ def claims_table(results):
             raise KeyError("no respectful prompts")
         return f"PPO-ptx {tp:.1%}, SFT {ts:.1%}, base {tb:.1%} (n={n})", tp < ts < tb, ""
 
+    def vs_greedy(p, g):
+        w = win(p, g)
+        return ci(w), w["rate"] > 0.5 and w["lo"] > 0.5, ""
+
+    def sft_keeps_lm(s, b):
+        ls, lb, fs, fb = (models[m][k] for k in ("heldout_loss", "probe_acc") for m in (s, b))
+        return (f"held-out loss base {lb:.3f} -> SFT {ls:.3f}; facts base {fb:.1%} -> SFT {fs:.1%}",
+                ls - lb <= 1.0 and fb - fs <= 0.05, "")
+
+    def large_is_better_lm(lb, b):
+        ll, lsm, fl, fsm = (models[m][k] for k in ("heldout_loss", "probe_acc") for m in (lb, b))
+        return (f"held-out loss {ll:.3f} vs {lsm:.3f}; facts {fl:.1%} vs {fsm:.1%} (large vs small)",
+                ll < lsm and fl >= fsm, "")
+
+    def ppo_run(name):
+        s = results.get("ppo_summaries", {}).get(name)
+        if s is None:
+            raise KeyError(name)
+        return s
+
+    def both_rise():
+        s = ppo_run("ppo")
+        return (f"RM {s['rm_first']:+.2f} -> {s['rm_last']:+.2f}, gold {s['gold_first']:.2f} -> {s['gold_last']:.2f}",
+                s["rm_last"] > s["rm_first"] and s["gold_last"] > s["gold_first"], "first/last 3 PPO iterations")
+
+    def overoptimised():
+        s = ppo_run("ppo_beta0")
+        return (f"RM {s['rm_first']:+.2f} -> {s['rm_last']:+.2f}; gold {s['gold_first']:.2f} -> peak "
+                f"{s['gold_peak']:.2f} (iter {s['peak_iter']}) -> {s['gold_last']:.2f}",
+                s["rm_last"] > s["rm_first"] and s["gold_peak"] > s["gold_first"] + 0.05
+                and s["gold_last"] < s["gold_peak"] - 0.05, "beta = 0; means of 3 iterations")
+
     def tax(p, pp, s):
         lp, lpp, ls = (models[m]["heldout_loss"] for m in (p, pp, s))
         lost = lpp - ls
@@ -323,6 +376,11 @@ def claims_table(results):
 
     row("PPO-ptx preferred to the base model", ">= 85% (85 +- 3%)", ["ppo_ptx", "base"], vs_base)
     row("PPO-ptx preferred to SFT", ">= 70%, CI above 50%", ["ppo_ptx", "sft"], vs_sft)
+    row("PPO preferred to SFT", ">= 70%, CI above 50% (175B PPO ~80%)", ["ppo", "sft"], vs_sft)
+    row("(ours) best-of-N by the reward model preferred to SFT", "-- (the RM's ranking is worth something "
+        "before any RL)", ["best_of_n", "sft"], vs_greedy)
+    row("(ours) PPO-ptx preferred to SFT sampled greedily", "-- (RL must beat a sharper SFT, not only a noisier "
+        "one)", ["ppo_ptx", "sft_greedy"], vs_greedy)
     row("small PPO-ptx preferred to the large base model", "> 50%, CI above 50% (1.3B vs 175B)",
         ["ppo_ptx", "large_base"], vs_large)
     row("held-out labelers agree with training labelers", "PPO-ptx vs SFT within 5 points",
@@ -331,6 +389,14 @@ def claims_table(results):
     row("less toxic when asked to be respectful", "PPO-ptx < SFT < base", ["ppo_ptx", "sft", "base"], toxic)
     row("PPO-ptx pays less alignment tax (held-out LM loss)", "recovers >= 50% of PPO's regression vs SFT",
         ["ppo_ptx", "ppo", "sft"], tax)
+    row("(ours) SFT keeps the language model", "held-out loss within 1 nat of base, facts within 5 points",
+        ["sft", "base"], sft_keeps_lm)
+    row("(ours) the large base model is the better language model", "lower held-out loss, more facts "
+        "(175B vs 1.3B)", ["large_base", "base"], large_is_better_lm)
+    row("PPO raises the reward model's score and the gold score", "both rise (the paper's RM and human "
+        "evaluations)", [], both_rise)
+    row("reward over-optimisation without the KL penalty", "RM score rises while gold rises then falls "
+        "(Gao et al. 2022; paper Section 3.5)", [], overoptimised)
     return rows
 
 
@@ -487,7 +553,7 @@ def main():
             loaded[path] = load_policy(path, device, dropout=0.0)
         model, tok, ckpt = loaded[path]
         models[name] = dict(path=path, family=model_family(name, ckpt), params=model.num_params(),
-                            block_size=model.config.block_size)
+                            block_size=model.config.block_size, temperature=temps.get(name, cfg.temperature))
         print(f"model {name:>12}: {path} | {models[name]['family']} | {model.num_params() / 1e6:.2f}M params")
     roles = assign_roles(models)
 
@@ -541,6 +607,30 @@ def main():
     bar.close()
     print(f"sampled {len(recs)} answers from each of {len(models)} models in {time.time() - t0:.0f}s")
 
+    # 3b. best-of-N by the reward model: N samples of the reference model, keep the one the RM
+    #     likes best. No training at all: it shows what the RM's ranking is worth by itself,
+    #     at a known KL cost (at most log N - (N - 1) / N nats), and PPO has to match it.
+    if cfg.rm and cfg.best_of > 1:
+        rm = load_reward_model(cfg.rm, device)[0]
+        model, tok, ckpt = loaded[specs[cfg.reference]]
+        name = f"{cfg.reference}_best_of_{cfg.best_of}"
+        cands, scores = [], []
+        for s in range(cfg.best_of):
+            texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
+                                        batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
+            with torch.no_grad(), autocast(device.type):
+                sc = torch.cat([rm_scores(rm, *rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
+                                                        texts[i : i + bs], device)).float().cpu()
+                                for i in range(0, len(recs), bs)])
+            cands.append(texts)
+            scores.append(sc)
+        best = torch.stack(scores).argmax(0).tolist()  # (n_prompts,) which sample the RM prefers
+        responses[name] = [cands[b][i] for i, b in enumerate(best)]
+        models[name] = dict(models[cfg.reference], path=specs[cfg.reference], best_of=cfg.best_of)
+        specs[name] = specs[cfg.reference]
+        roles["best_of_n"] = name
+        print(f"{name}: the best of {cfg.best_of} samples of {cfg.reference} by {cfg.rm}")
+
     # 4. gold judgements and per-model metrics
     main_recs = [recs[i] for i in main_idx]
     ctx = None
@@ -578,8 +668,8 @@ def main():
     for a, b in (("ppo_ptx", "base"), ("ppo_ptx", "sft")):
         if a in roles and b in roles:
             pairs.append((roles[a], roles[b]))
-    for n in temps:  # a model sampled at its own temperature (e.g. greedy SFT): the RL models against it
-        pairs += [(roles[f], n) for f in ("ppo", "ppo_ptx") if f in roles]
+    for n in list(temps) + ([roles["best_of_n"]] if "best_of_n" in roles else []):
+        pairs += [(roles[f], n) for f in ("ppo", "ppo_ptx") if f in roles]  # the RL models against the cheap tricks
     pairs = list(dict.fromkeys(pairs))
     groups = {"train": train_labelers(), "heldout": heldout_labelers()}
     win_rates = {g: {} for g in groups}
@@ -599,7 +689,7 @@ def main():
             generalisation[s][pair_key(n, cfg.reference)] = win_summary(prefs)
 
     # 7. PPO logs: RM score and gold score vs KL
-    ppo_logs, ppo_log_rows = {}, {}
+    ppo_logs, ppo_log_rows, ppo_summaries = {}, {}, {}
     for path in (p.strip() for p in cfg.ppo_logs.split(",")):
         if not path:
             continue
@@ -609,6 +699,9 @@ def main():
         rows = read_ppo_log(path)
         ppo_log_rows[path] = rows
         ppo_logs[path] = log_points(rows) if rows else "empty, skipped"
+        summary = ppo_summary(rows)
+        if summary:
+            ppo_summaries[os.path.basename(path).replace("_log.jsonl", "")] = summary
 
     # 8. report
     samples = [dict(prompt=recs[i]["prompt"], category=recs[i]["category"], split=recs[i].get("split"),
@@ -617,7 +710,8 @@ def main():
     results = dict(config=asdict(cfg), reference=cfg.reference, roles=roles, n_prompts=len(recs),
                    n_main=len(main_idx), n_split=n_split, heldout_ctx=ctx,
                    models={n: {k: v for k, v in m.items() if k != "gold"} for n, m in models.items()},
-                   win_rates=win_rates, generalisation=generalisation, ppo_logs=ppo_logs, samples=samples)
+                   win_rates=win_rates, generalisation=generalisation, ppo_logs=ppo_logs,
+                   ppo_summaries=ppo_summaries, samples=samples)
     results["claims"] = claims_table(results)
     os.makedirs(cfg.out_dir, exist_ok=True)
     results["ppo_log_rows"] = ppo_log_rows

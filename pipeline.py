@@ -59,6 +59,7 @@ def stages(out, world, seed=0):
                            f"--prompts={world}/eval_prompts.jsonl", f"--heldout_corpus={world}/corpus_heldout.txt",
                            f"--probes={world}/probes.jsonl", f"--fewshot={world}/fewshot.txt",
                            f"--ppo_logs={out}/ppo_log.jsonl,{out}/ppo_ptx_log.jsonl,{out}/ppo_beta0_log.jsonl",
+                           f"--rm={out}/rm.pt",
                            f"--out_dir={out}"], False),
     ]
     # every stage but the world and the tokenizer takes --seed

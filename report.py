@@ -146,8 +146,11 @@ def make_figures(results, out_dir):
     # 1. Figure 1: win rate vs reference over model size, one line per family
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, fam in enumerate(FAMILIES + ["other"]):
-        pts = sorted((m["params"], results["win_rates"]["train"][pair_key(n, ref)]) for n, m in models.items()
-                     if m["family"] == fam and pair_key(n, ref) in results["win_rates"]["train"])
+        same_sampling = [n for n in models if n not in (results["roles"].get("sft_greedy"),  # no size point for
+                                                        results["roles"].get("best_of_n"))]  # greedy or best-of-N
+        pts = sorted(((models[n]["params"], results["win_rates"]["train"][pair_key(n, ref)]) for n in same_sampling
+                      if models[n]["family"] == fam and pair_key(n, ref) in results["win_rates"]["train"]),
+                     key=lambda p: p[0])
         if pts:
             xs, ws = [p[0] * 1.04 ** (k - 2) for p in pts], [p[1] for p in pts]  # nudge families apart
             ys = [w["rate"] for w in ws]

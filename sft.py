@@ -201,7 +201,7 @@ def main():
         held = encode_docs(tok, read_corpus(cfg.heldout)) if cfg.heldout else None
         ptx = encode_docs(tok, read_corpus(cfg.ptx_data)) if cfg.ptx_data and cfg.ptx_coef > 0 else None
     except DataError as e:
-        die(str(e))
+        die(f"{e} (--heldout / --ptx_data: pretraining text; pass --heldout= --ptx_data= to go without)")
     signal_name = "rm_score" if rm else "labelers"
     print(f"data: {len(train)} train / {len(val)} val demonstrations; preference signal on {len(eval_recs)} "
           f"held-out prompts ({'RM score' if rm else 'training labelers rating'})" +

@@ -127,61 +127,97 @@ def made_up_results(**over):
     def w(rate, lo, hi):
         return dict(rate=rate, lo=lo, hi=hi)
 
-    models = {
-        "base": dict(truthfulness=dict(n=10, says_unknown=0.1), toxicity=dict(respectful=dict(n=20, toxic=0.3)),
-                     heldout_loss=2.0),
-        "sft": dict(truthfulness=dict(n=10, says_unknown=0.3), toxicity=dict(respectful=dict(n=20, toxic=0.2)),
-                    heldout_loss=2.1),
-        "ppo": dict(truthfulness=dict(n=10, says_unknown=0.4), toxicity=dict(respectful=dict(n=20, toxic=0.1)),
-                    heldout_loss=2.5),
-        "ppo_ptx": dict(truthfulness=dict(n=10, says_unknown=0.4), toxicity=dict(respectful=dict(n=20, toxic=0.05)),
-                        heldout_loss=2.2),
-        "big": dict(truthfulness=dict(n=10, says_unknown=0.1), toxicity=dict(respectful=dict(n=20, toxic=0.3)),
-                    heldout_loss=1.9),
-    }
+    def m(says_unknown, toxic, loss, facts):
+        return dict(truthfulness=dict(n=10, says_unknown=says_unknown), toxicity=dict(respectful=dict(n=20, toxic=toxic)),
+                    heldout_loss=loss, probe_acc=facts)
+
+    models = {"base": m(0.1, 0.3, 2.0, 0.90), "sft": m(0.3, 0.2, 2.1, 0.88), "ppo": m(0.4, 0.1, 2.5, 0.8),
+              "ppo_ptx": m(0.4, 0.05, 2.2, 0.85), "big": m(0.1, 0.3, 1.9, 0.95), "sft0": m(0.3, 0.2, 2.1, 0.88)}
+    log = dict(rm_first=0.0, rm_last=0.5, gold_first=4.0, gold_last=4.3, gold_peak=4.4, peak_iter=20, n=27)
+    log0 = dict(rm_first=0.0, rm_last=1.5, gold_first=4.0, gold_last=3.5, gold_peak=4.3, peak_iter=8, n=17)
     results = dict(
-        roles=dict(base="base", sft="sft", ppo="ppo", ppo_ptx="ppo_ptx", large_base="big"),
+        roles=dict(base="base", sft="sft", ppo="ppo", ppo_ptx="ppo_ptx", large_base="big", sft_greedy="sft0",
+                   best_of_n="bo4"),
         models=models,
         win_rates=dict(
             train={"ppo_ptx vs base": w(0.9, 0.8, 0.95), "ppo_ptx vs sft": w(0.72, 0.45, 0.85),
-                   "ppo_ptx vs big": w(0.6, 0.52, 0.7)},
+                   "ppo_ptx vs big": w(0.6, 0.52, 0.7), "ppo vs sft": w(0.75, 0.7, 0.8),
+                   "ppo_ptx vs sft0": w(0.55, 0.48, 0.6), "bo4 vs sft": w(0.6, 0.55, 0.65)},
             heldout={"ppo_ptx vs sft": w(0.69, 0.4, 0.8)}),
+        ppo_summaries=dict(ppo=log, ppo_beta0=log0),
     )
     results.update(over)
     return results
 
 
+def met_by_claim(results):
+    return {r["claim"]: r["met"] for r in E.claims_table(results)}
+
+
 def test_claims_table_met_and_not_met():
-    rows = E.claims_table(made_up_results())
-    assert len(rows) == 7
-    met = [r["met"] for r in rows]
-    # vs base 90% >= 85%: met | vs SFT 72% but CI starts at 45%: not met | vs big base 60% [52, 70]: met
-    # held-out 69% vs train 72%: 3 points: met | says unknown 40% vs 10%: 4x: met
-    # toxic 5% < 20% < 30%: met | PPO lost 0.4 vs SFT, ptx recovered 0.3 = 75%: met
-    assert met == [True, False, True, True, True, True, True]
-    assert "75%" in rows[6]["measured"]
+    met = met_by_claim(made_up_results())
+    assert met == {
+        "PPO-ptx preferred to the base model": True,  # 90% >= 85%
+        "PPO-ptx preferred to SFT": False,  # 72% but the CI starts at 45%
+        "PPO preferred to SFT": True,  # 75% [70, 80]
+        "(ours) best-of-N by the reward model preferred to SFT": True,  # 60% [55, 65]
+        "(ours) PPO-ptx preferred to SFT sampled greedily": False,  # 55% but the CI starts at 48%
+        "small PPO-ptx preferred to the large base model": True,  # 60% [52, 70]
+        "held-out labelers agree with training labelers": True,  # 69% vs 72%: 3 points
+        "says 'the text does not say' instead of inventing": True,  # 40% vs 10%: 4x
+        "less toxic when asked to be respectful": True,  # 5% < 20% < 30%
+        "PPO-ptx pays less alignment tax (held-out LM loss)": True,  # PPO lost 0.4, ptx recovered 0.3 = 75%
+        "(ours) SFT keeps the language model": True,  # +0.1 nats, -2 points of facts
+        "(ours) the large base model is the better language model": True,  # 1.9 < 2.0, 95% >= 90%
+        "PPO raises the reward model's score and the gold score": True,
+        "reward over-optimisation without the KL penalty": True,  # RM up; gold 4.0 -> 4.3 -> 3.5
+    }
+    assert "75%" in [r for r in E.claims_table(made_up_results()) if "alignment tax" in r["claim"]][0]["measured"]
 
     r = made_up_results()
     r["models"]["ppo_ptx"]["heldout_loss"] = 2.4  # recovers only 25%
     r["models"]["sft"]["toxicity"]["respectful"]["toxic"] = 0.01  # PPO-ptx 5% is not below SFT 1%
     r["models"]["ppo_ptx"]["truthfulness"]["says_unknown"] = 0.15  # 1.5x only
     r["win_rates"]["heldout"]["ppo_ptx vs sft"]["rate"] = 0.6  # 12 points from training labelers
-    met = [row["met"] for row in E.claims_table(r)]
-    assert met == [True, False, True, False, False, False, False]
+    r["models"]["base"]["heldout_loss"] = 0.9  # SFT (2.1) is 1.2 nats above the base model
+    r["models"]["big"]["probe_acc"] = 0.85  # knows fewer facts than the small base
+    r["ppo_summaries"]["ppo"]["gold_last"] = 3.9  # the RM rose, gold fell
+    r["ppo_summaries"]["ppo_beta0"]["gold_last"] = 4.28  # gold did not fall from its peak
+    met = met_by_claim(r)
+    for claim in ("held-out labelers agree with training labelers", "says 'the text does not say' instead of inventing",
+                  "less toxic when asked to be respectful", "PPO-ptx pays less alignment tax (held-out LM loss)",
+                  "(ours) SFT keeps the language model", "(ours) the large base model is the better language model",
+                  "PPO raises the reward model's score and the gold score",
+                  "reward over-optimisation without the KL penalty"):
+        assert met[claim] is False, claim
+    assert met["PPO-ptx preferred to the base model"] is True
 
 
 def test_claims_table_skips_missing_models():
-    r = made_up_results(roles=dict(base="base", sft="sft", ppo_ptx="ppo_ptx"))  # no large base, no PPO
+    r = made_up_results(roles=dict(base="base", sft="sft", ppo_ptx="ppo_ptx"), ppo_summaries={})
     rows = E.claims_table(r)
-    assert len(rows) == 7  # every claim listed, the impossible ones with a note
-    skipped = [row for row in rows if row["met"] is None]
-    assert len(skipped) == 2 and all("skipped" in row["note"] for row in skipped)
-    assert "large_base" in skipped[0]["note"] and "ppo" in skipped[1]["note"]
+    assert len(rows) == 14  # every claim listed, the impossible ones with a note
+    skipped = {row["claim"]: row["note"] for row in rows if row["met"] is None}
+    assert "large_base" in skipped["small PPO-ptx preferred to the large base model"]
+    assert "ppo" in skipped["PPO-ptx pays less alignment tax (held-out LM loss)"]
+    assert "sft_greedy" in skipped["(ours) PPO-ptx preferred to SFT sampled greedily"]
+    assert "skipped" in skipped["reward over-optimisation without the KL penalty"]
     r = made_up_results()
     r["models"]["ppo"]["heldout_loss"] = 2.0  # PPO did not regress: nothing to recover, no verdict
-    assert E.claims_table(r)[6]["met"] is None
+    assert met_by_claim(r)["PPO-ptx pays less alignment tax (held-out LM loss)"] is None
     r["models"]["ppo"]["heldout_loss"] = 2.02  # a regression within the noise: no 900% "recovery" verdict
-    assert E.claims_table(r)[6]["met"] is None
+    assert met_by_claim(r)["PPO-ptx pays less alignment tax (held-out LM loss)"] is None
+
+
+def test_ppo_summary_smooths_and_drops_warmup():
+    rows = [dict(iter=i + 1, phase="value_warmup", rm_score=9.0, gold=9.0, score=9.0) for i in range(3)]
+    golds = [4.0, 4.0, 4.0, 4.5, 4.5, 4.5, 3.0, 3.0, 3.0]
+    rows += [dict(iter=i + 4, phase="ppo", rm_score=0.1 * i, score=-1.0, gold=g) for i, g in enumerate(golds)]
+    s = E.ppo_summary(rows)
+    assert abs(s["rm_first"] - 0.1) < 1e-9 and abs(s["rm_last"] - 0.7) < 1e-9  # raw RM score, not "score"
+    assert s["gold_first"] == 4.0 and s["gold_peak"] == 4.5 and s["gold_last"] == 3.0 and s["n"] == 9
+    assert s["peak_iter"] == 8  # the middle of the best 3-iteration window (iterations 7-9)
+    assert E.ppo_summary(rows[:5]) is None  # too short to say anything
 
 
 def test_assign_roles_picks_largest_base():
@@ -215,10 +251,14 @@ def test_fit_fewshot_keeps_whole_examples():
 
 
 def test_log_points():
-    rows = [dict(iter=i + 1, kl=0.1 * i, score=i, gold=7 - i) for i in range(11)]
+    rows = [dict(iter=i + 1, kl=0.1 * i, score=i - 3.0, rm_score=i, eos_rate=0.75, gold=7 - i) for i in range(11)]
     pts = E.log_points(rows, k=3)
     assert [p["iter"] for p in pts] == [1, 6, 11]
-    assert E.log_points(rows[:2], k=6) == [dict(iter=1, kl=0.0, score=0, gold=7), dict(iter=2, kl=0.1, score=1, gold=6)]
+    # the raw RM score (not the penalised "score"), and the no-EOS rate next to it
+    assert E.log_points(rows[:2], k=6) == [dict(iter=1, kl=0.0, rm_score=0, no_eos=0.25, gold=7),
+                                           dict(iter=2, kl=0.1, rm_score=1, no_eos=0.25, gold=6)]
+    old = [dict(iter=1, kl=0.0, score=2.0, gold=7)]  # a log written before rm_score existed
+    assert E.log_points(old)[0]["rm_score"] == 2.0
     assert E.log_points([]) == []
 
 
@@ -254,7 +294,7 @@ def test_main_tiny(world, tmp_path, monkeypatch):
     assert results["n_prompts"] == 10 and set(results["models"]) == {"base", "prompted", "sft", "ptx"}
     assert results["roles"]["ppo_ptx"] == "ptx" and results["models"]["prompted"]["family"] == "prompted"
     assert results["win_rates"]["train"]["sft vs sft"]["rate"] == 0.5  # the reference ties with itself
-    assert len(results["claims"]) == 7
+    assert len(results["claims"]) == 14
     report = (out / "report.md").read_text()
     for heading in ("Win rate", "Figure 4", "Truthfulness", "Toxicity", "Alignment tax", "Generalisation",
                     "over-optimisation", "Paper claim", "Samples side by side"):

@@ -85,7 +85,8 @@ def test_sft_and_reward_run_on_minimal_files_from_a_gpt2_dir(tmp_path, monkeypat
     common = ["--device=cpu", "--epochs=1", "--batch_size=4", "--log_interval=1"]
 
     monkeypatch.setattr(sys, "argv", ["sft.py", f"--init={gpt2}", f"--data={demos}", f"--out={tmp_path}/sft.pt",
-                                      "--n_eval=2", "--max_new_tokens=4", "--warmup_steps=1"] + common)
+                                      "--n_eval=2", "--max_new_tokens=4", "--warmup_steps=1", "--heldout=",
+                                      "--ptx_data="] + common)
     sft.main()
     out = capsys.readouterr().out
     assert "has no 'meta'" in out and "--select=val_loss" in out and "[unknown]" in out

@@ -41,8 +41,25 @@ def test_every_stage_produced_its_artefact(quick):
     for f in ["base.pt", "sft.pt", "rm.pt", "ppo_ptx.pt"]:
         ck = torch.load(os.path.join(out, f), map_location="cpu", weights_only=True)
         assert "model" in ck and "model_config" in ck and "config" in ck
-    rm = torch.load(os.path.join(out, "rm.pt"), map_location="cpu", weights_only=True)
-    assert abs(rm["demo_mean"]) < 1e-3  # demonstrations normalised to score mean 0
+
+
+def test_reward_model_is_normalised(quick):
+    """Re-score with the SAVED reward model (not the numbers reward.py printed): the labelers'
+    demonstrations score mean 0 and the SFT policy's samples score with std 1."""
+    from data import load_comparisons, load_demonstrations
+    from policy import load_policy, load_reward_model
+    from reward import score_texts
+    out, _ = quick
+    rm, _ = load_reward_model(os.path.join(out, "rm.pt"))
+    _, tok, _ = load_policy(os.path.join(out, "sft.pt"))
+    demos = load_demonstrations(os.path.join(out, "world", "sft.jsonl"), max_tokens=rm.trunk.config.block_size - 3,
+                                count_tokens=lambda s: len(tok.encode(s)))
+    s = score_texts(rm, tok, [d["prompt"] for d in demos], [d["response"] for d in demos], "cpu")
+    assert abs(s.mean().item()) < 1e-3
+    samples = [(c["prompt"], r) for c in load_comparisons(os.path.join(out, "comparisons.jsonl"))
+               for r, src in zip(c["responses"], c["sources"]) if src.startswith("sft")][:2000]
+    s = score_texts(rm, tok, [p for p, _ in samples], [r for _, r in samples], "cpu")
+    assert abs(s.std().item() - 1.0) < 1e-3
 
 
 def test_report_contains_every_table(quick):
@@ -52,7 +69,8 @@ def test_report_contains_every_table(quick):
                     "over-optimisation", "paper"]:
         assert section in report, section
     results = json.load(open(os.path.join(out, "results.json")))
-    assert results
+    assert {"base", "sft", "sft_greedy", "ppo", "ppo_ptx", "base_large"} <= set(results["models"])
+    assert len(results["claims"]) == 14 and all(c["measured"] for c in results["claims"])
 
 
 def test_finished_stages_are_not_redone(quick):

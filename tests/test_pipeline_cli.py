@@ -1,0 +1,54 @@
+"""pipeline.py's command line without running any stage: --seed reaches every stage, --redo reruns
+from scratch (no --resume), bad arguments are one-line errors."""
+import os
+
+import pytest
+
+import pipeline
+
+
+def plan_args(seed):
+    return {name: cmd for name, cmd, _ in pipeline.stages("out/x", "out/x/world", seed)}
+
+
+def test_seed_changes_the_world_and_every_training_seed():
+    p0, p2 = plan_args(0), plan_args(2)
+    assert "--seed=0" in p0["world"] and "--seed=2" in p2["world"]
+    for name in ("base", "base_large", "sft", "collect", "reward", "ppo", "ppo_ptx", "ppo_beta0", "evaluate"):
+        assert "--seed=1337" in p0[name] and "--seed=1339" in p2[name], name
+    assert not any(a.startswith("--seed") for a in p2["tokenizer"])
+
+
+def run_main(monkeypatch, tmp_path, argv):
+    calls = []
+    monkeypatch.setattr(pipeline.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
+    monkeypatch.chdir(tmp_path)
+    pipeline.main(argv)
+    return {cmd[1] if cmd[1] != "-m" else cmd[2]: cmd for cmd in calls}, calls
+
+
+def test_redo_reruns_the_stage_and_what_follows_from_scratch(monkeypatch, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}"])
+    assert len(calls) == 11 and all("--resume=True" in c for c in calls if c[1] in ("sft.py", "reward.py"))
+    _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}"])
+    assert calls == []  # everything is done
+    _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}", "--redo=ppo_beta0"])
+    assert [c[1] for c in calls] == ["ppo.py", "evaluate.py"]
+    assert not any("--resume=True" in c for c in calls)  # a redo must not resume the finished checkpoint
+    assert os.path.exists(os.path.join(out, ".done", "ppo_beta0"))
+
+
+def test_seed_picks_its_own_out_dir_and_world(monkeypatch, tmp_path):
+    by_script, _ = run_main(monkeypatch, tmp_path, ["--seed=1"])
+    assert "--out=out/seed1/world" in by_script["data.world"] and "--seed=1" in by_script["data.world"]
+    assert "--out=out/seed1/sft.pt" in by_script["sft.py"]
+
+
+@pytest.mark.parametrize("argv, msg", [(["--seed=x"], "--seed=x"), (["--bogus"], "unknown argument"),
+                                       (["--redo=nope"], "no such stage")])
+def test_bad_arguments(monkeypatch, tmp_path, capsys, argv, msg):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(argv)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
