@@ -6,7 +6,7 @@ import torch
 
 from model import GPT, GPTConfig, ScalarModel
 from ppo import (PPOConfig, gae, k3, kl_rewards, masked_mean, masked_whiten, policy_loss, ppo_iteration,
-                 value_loss)
+                 rloo_advantages, value_loss)
 
 
 def test_gae_hand_worked_example():
@@ -176,3 +176,11 @@ def test_value_warmup_moves_only_the_value_model():
     value.load_state_dict(start)
     stats, _ = run(False, 1)  # a PPO iteration from the same far-off value: the clip is active
     assert stats["vf_clipfrac"] > 0.1
+
+
+def test_rloo_advantages_by_hand():
+    # two prompts, two answers each: each answer's baseline is the other answer to its prompt
+    assert torch.equal(rloo_advantages(torch.tensor([1.0, 0.0, 3.0, 5.0]), 2), torch.tensor([1.0, -1.0, -2.0, 2.0]))
+    # k = 3: 6 - mean(0, 3) = 4.5; 0 - mean(6, 3) = -4.5; 3 - mean(6, 0) = 0
+    assert torch.allclose(rloo_advantages(torch.tensor([6.0, 0.0, 3.0]), 3), torch.tensor([4.5, -4.5, 0.0]))
+    assert rloo_advantages(torch.randn(12), 4).view(3, 4).sum(1).abs().max() < 1e-5  # zero-sum within a prompt
