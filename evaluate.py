@@ -618,7 +618,7 @@ def main():
         for s in range(cfg.best_of):
             texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
                                         batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
-            with torch.no_grad(), autocast(device.type):
+            with torch.no_grad(), autocast(device):
                 sc = torch.cat([rm_scores(rm, *rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
                                                         texts[i : i + bs], device)).float().cpu()
                                 for i in range(0, len(recs), bs)])

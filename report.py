@@ -167,11 +167,16 @@ def make_figures(results, out_dir):
     logs = {p: pts for p, pts in results["ppo_log_rows"].items() if pts}
     if logs:
         fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-        for path, rows in logs.items():
+
+        def smooth(xs, w=5):  # running mean over the last w iterations: one batch is 16 prompts, noisy
+            return [sum(xs[max(0, i - w + 1) : i + 1]) / len(xs[max(0, i - w + 1) : i + 1]) for i in range(len(xs))]
+
+        for k, (path, rows) in enumerate(logs.items()):
             label = os.path.basename(path).replace("_log.jsonl", "")
             it = [r.get("iter", i + 1) for i, r in enumerate(rows)]
-            axes[0].plot(it, [r.get("rm_score", r["score"]) for r in rows], "-o", ms=3, label=label)
-            axes[1].plot(it, [r["gold"] for r in rows], "-o", ms=3, label=label)
+            for ax, ys in ((axes[0], [r.get("rm_score", r["score"]) for r in rows]), (axes[1], [r["gold"] for r in rows])):
+                ax.plot(it, ys, "o", ms=3, alpha=0.3, color=f"C{k}")  # each iteration's batch
+                ax.plot(it, smooth(ys), "-", color=f"C{k}", label=label + " (mean of 5)")
             axes[2].plot(it, [1 - r.get("eos_rate", 1.0) for r in rows], "-o", ms=3, label=label)
             axes[3].plot([r["kl"] for r in rows], [r["gold"] for r in rows], "o", alpha=0.6, label=label)  # points: KL is not monotone in the iteration
         axes[0].set(xlabel="PPO iteration", ylabel="RM score (raw)", title="what PPO optimises")
