@@ -52,3 +52,10 @@ def test_bad_arguments(monkeypatch, tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e:
         pipeline.main(argv)
     assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_every_stage_reads_its_own_world():
+    """With another world (a seed, or --quick), no stage may fall back to a default under
+    data/world/: that file belongs to the seed-0 world, or does not exist at all."""
+    for name, cmd, _ in pipeline.stages("out/x", "out/x/world", 3):
+        assert not any("data/world" in a for a in cmd), (name, [a for a in cmd if "data/world" in a])
