@@ -56,6 +56,19 @@ def test_bad_arguments(monkeypatch, tmp_path, capsys, argv, msg):
 
 def test_every_stage_reads_its_own_world():
     """With another world (a seed, or --quick), no stage may fall back to a default under
-    data/world/: that file belongs to the seed-0 world, or does not exist at all."""
+    data/world/: that file belongs to the seed-0 world, or does not exist at all. So every
+    config field whose DEFAULT points into data/world/ must be set on the command line."""
+    from dataclasses import fields
+
+    import collect, evaluate, ppo, pretrain, reward, sft  # noqa: E401
+    configs = {"pretrain.py": pretrain.PretrainConfig, "sft.py": sft.SFTConfig, "collect.py": collect.CollectConfig,
+               "reward.py": reward.RewardConfig, "ppo.py": ppo.PPOConfig, "evaluate.py": evaluate.EvalConfig}
     for name, cmd, _ in pipeline.stages("out/x", "out/x/world", 3):
-        assert not any("data/world" in a for a in cmd), (name, [a for a in cmd if "data/world" in a])
+        assert not any("data/world" in a for a in cmd), name
+        if cmd[1] not in configs:
+            continue
+        given = {a.split("=", 1)[0][2:] for a in cmd if a.startswith("--")}
+        for f in fields(configs[cmd[1]]):
+            unread = f.name == "ptx_data" and cmd[1] == "ppo.py" and "ptx_coef" not in given  # plain PPO
+            if isinstance(f.default, str) and "data/world/" in f.default and not unread:
+                assert f.name in given, f"stage {name}: --{f.name} falls back to {f.default}"
