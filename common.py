@@ -77,7 +77,8 @@ def parse_config(cfg, argv=None):
     type of the default; a bare word is a string. Later items win. Unknown keys, wrong
     types and missing files exit with status 2 and a one-line message naming the key.
 
-        >>> cfg = parse_config(SFTConfig(), ["presets/quick.txt", "--lr=3e-4"])
+        >>> cfg = parse_config(SFTConfig(), ["--epochs=2", "--lr=3e-4"])
+        >>> cfg = parse_config(SFTConfig(), ["my_overrides.txt", "--lr=3e-4"])  # key = value lines, then one more
     """
     argv = sys.argv[1:] if argv is None else argv
     fields = {f.name: f for f in dataclasses.fields(cfg)}

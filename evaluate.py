@@ -52,7 +52,7 @@ from data.labelers import heldout_labelers, judge, prefer, train_labelers
 from data.world import QA_A, QA_Q
 from model import generate
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
-from report import FAMILIES, GENERALISATION_SPLITS, main_table, make_figures, pair_key, render_report
+from report import main_table, make_figures, pair_key, render_report
 from policy import load_policy, load_reward_model, rm_batch, rm_scores, sample_responses
 from tokenizer import decode_response, render
 
@@ -83,6 +83,8 @@ class EvalConfig:
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 MIN_TAX = 0.05  # nats: smallest PPO-vs-SFT held-out loss increase counted as an alignment tax
+FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx"]  # what model_family tells apart ("other" aside)
+GENERALISATION_SPLITS = ("heldout_category", "lang2")  # eval_prompts.jsonl splits outside the training mix
 
 
 # -----------------------------------------------------------------------------
@@ -496,11 +498,13 @@ def sample_prompted(model, tok, prompts, prefixes, max_new_tokens, temperature, 
 
 
 # -----------------------------------------------------------------------------
+# the measurements, one function per step of main()
 
 
-def main():
-    cfg = parse_config(EvalConfig())
-    print_config(cfg)
+def parse_models(cfg):
+    """--models "name=path[@T],..." -> ({name: path}, {name: temperature}) for the entries
+    that name one; dies on a malformed entry, a repeated name, a missing checkpoint or a
+    --reference that is not among the names."""
     specs, temps = {}, {}
     for item in (s.strip() for s in cfg.models.split(",")):
         if not item:
@@ -525,11 +529,11 @@ def main():
         if not (os.path.isfile(path) or os.path.isdir(path)):
             die(f"checkpoint '{path}' for model '{name}' not found (run the stage that writes it, or drop it "
                 "from --models)")
-    device = get_device(cfg.device)
-    print(f"device {device} | precision {precision_name(device)}")
-    seed_everything(cfg.seed)
+    return specs, temps
 
-    # 1. data: the held-out prompts (optionally a seeded subset), corpus, probes, few-shot prefix
+
+def load_data(cfg, specs):
+    """-> (prompt records, held-out corpus docs or None, probes, few-shot page or "")."""
     try:
         recs = load_prompts(cfg.prompts)
         held_docs = read_corpus(cfg.heldout_corpus) if cfg.heldout_corpus else None
@@ -545,8 +549,13 @@ def main():
             die(f"--fewshot: file '{cfg.fewshot}' not found (needed by the 'prompted' model)")
         with open(cfg.fewshot, encoding="utf-8") as f:
             fewshot = f.read()
+    return recs, held_docs, probes, fewshot
 
-    # 2. models: each path loaded once ("prompted" shares the base weights)
+
+def load_models(cfg, specs, temps, device):
+    """-> (loaded, models): loaded = {path: (model, tok, ckpt)}, each path loaded once
+    ("prompted" shares the base weights); models = {name: {"path", "family", "params",
+    "block_size", "temperature"}}, to which the later steps add their measurements."""
     loaded, models = {}, {}
     for name, path in specs.items():
         if path not in loaded:
@@ -555,12 +564,14 @@ def main():
         models[name] = dict(path=path, family=model_family(name, ckpt), params=model.num_params(),
                             block_size=model.config.block_size, temperature=temps.get(name, cfg.temperature))
         print(f"model {name:>12}: {path} | {models[name]['family']} | {model.num_params() / 1e6:.2f}M params")
-    roles = assign_roles(models)
+    return loaded, models
 
-    # every model must see the same prompts: keep those that fit every context window
-    # (a prompted model must fit the question, and at least the page with no example)
+
+def prompts_that_fit(cfg, recs, loaded, models):
+    """Every model must see the same prompts: keep those that fit every context window
+    (a prompted model must fit the question, and at least the page with no example)."""
     def fits(name, r):
-        tok, room = loaded[specs[name]][1], models[name]["block_size"] - cfg.max_new_tokens
+        tok, room = loaded[models[name]["path"]][1], models[name]["block_size"] - cfg.max_new_tokens
         if models[name]["family"] == "prompted":
             return len(tok.encode(qa_prompt("", r["prompt"]))) <= room
         return len(render(tok, r["prompt"])[0]) <= room
@@ -571,83 +582,84 @@ def main():
         die(f"{cfg.prompts}: no prompt fits in the models' context with --max_new_tokens={cfg.max_new_tokens}")
     if len(recs) < before:
         print(f"dropped {before - len(recs)} of {before} prompts: too long for a model's context window")
-    prefixes = {}  # prompted model -> one few-shot page per prompt (as many examples as fit)
+    return recs
+
+
+def fewshot_prefixes(cfg, recs, loaded, models, fewshot):
+    """{prompted model: one few-shot page per prompt, as many whole examples as fit}."""
+    prefixes = {}
     for name, m in models.items():
         if m["family"] == "prompted":
-            tok, room = loaded[specs[name]][1], m["block_size"] - cfg.max_new_tokens
+            tok, room = loaded[m["path"]][1], m["block_size"] - cfg.max_new_tokens
             fitted = [fit_fewshot(tok, fewshot, r["prompt"], room) for r in recs]
             prefixes[name] = [f for f, _ in fitted]
             print(f"{name}: {sum(k for _, k in fitted) / len(fitted):.1f} of {len(fewshot_examples(fewshot))} "
                   "few-shot examples on average before each prompt")
-    main_idx = [i for i, r in enumerate(recs) if r.get("split") not in GENERALISATION_SPLITS]
-    n_split = {s: sum(r.get("split") == s for r in recs) for s in GENERALISATION_SPLITS}
-    print(f"data: {len(recs)} eval prompts ({len(main_idx)} main, "
-          + ", ".join(f"{n} {s}" for s, n in n_split.items()) + f"), {len(probes)} probes")
+    return prefixes
 
-    # 3. sample every model the same way: same prompts, temperature, seed per batch
-    bs = 64
+
+def sample_all(cfg, recs, loaded, models, prefixes, bs=64):
+    """{name: one answer per prompt}: every model sampled the same way (same prompts, seed
+    per batch), at its own temperature (cfg.temperature unless --models named one)."""
     responses = {}
     bar = tqdm(total=len(models) * math.ceil(len(recs) / bs), desc="sampling", dynamic_ncols=True)
     t0 = time.time()
-    for name in models:
-        model, tok, _ = loaded[specs[name]]
+    for name, m in models.items():
+        model, tok, _ = loaded[m["path"]]
         texts = []
         for i in range(0, len(recs), bs):
             prompts = [r["prompt"] for r in recs[i : i + bs]]
-            temp = temps.get(name, cfg.temperature)
             if name in prefixes:
                 t = sample_prompted(model, tok, prompts, prefixes[name][i : i + bs], cfg.max_new_tokens,
-                                    temp, seed=cfg.seed + i)
+                                    m["temperature"], seed=cfg.seed + i)
             else:
-                t, _ = sample_responses(model, tok, prompts, cfg.max_new_tokens, temp, batch_size=bs,
+                t, _ = sample_responses(model, tok, prompts, cfg.max_new_tokens, m["temperature"], batch_size=bs,
                                         seed=cfg.seed + i)
             texts.extend(t)
             bar.update(1)
         responses[name] = texts
     bar.close()
     print(f"sampled {len(recs)} answers from each of {len(models)} models in {time.time() - t0:.0f}s")
+    return responses
 
-    # 3b. best-of-N by the reward model: N samples of the reference model, keep the one the RM
-    #     likes best. No training at all: it shows what the RM's ranking is worth by itself,
-    #     at a known KL cost (at most log N - (N - 1) / N nats), and PPO has to match it.
-    if cfg.rm and cfg.best_of > 1:
-        rm = load_reward_model(cfg.rm, device)[0]
-        model, tok, ckpt = loaded[specs[cfg.reference]]
-        name = f"{cfg.reference}_best_of_{cfg.best_of}"
-        cands, scores = [], []
-        for s in range(cfg.best_of):
-            texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
-                                        batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
-            with torch.no_grad(), autocast(device):
-                sc = torch.cat([rm_scores(rm, *rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
-                                                        texts[i : i + bs], device)).float().cpu()
-                                for i in range(0, len(recs), bs)])
-            cands.append(texts)
-            scores.append(sc)
-        best = torch.stack(scores).argmax(0).tolist()  # (n_prompts,) which sample the RM prefers
-        responses[name] = [cands[b][i] for i, b in enumerate(best)]
-        models[name] = dict(models[cfg.reference], path=specs[cfg.reference], best_of=cfg.best_of)
-        specs[name] = specs[cfg.reference]
-        roles["best_of_n"] = name
-        print(f"{name}: the best of {cfg.best_of} samples of {cfg.reference} by {cfg.rm}")
 
-    # 4. gold judgements and per-model metrics
-    main_recs = [recs[i] for i in main_idx]
-    ctx = None
-    for name, m in models.items():
-        gold = [judge(r, t) for r, t in zip(recs, responses[name])]
-        m["gold"] = gold
-        main_gold = [gold[i] for i in main_idx]
-        m["mean_gold"] = _rate(x["score"] for x in main_gold)
-        m["axes"] = axis_rates(main_recs, [responses[name][i] for i in main_idx], main_gold)
-        m["truthfulness"] = truthfulness(recs, responses[name], gold)
-        m["toxicity"] = toxicity(recs, responses[name], gold)
+def best_of_n(cfg, recs, model, tok, device, bs=64):
+    """The best of cfg.best_of samples of `model` per prompt by the score of the reward model
+    cfg.rm -> one answer per prompt. Sampled at cfg.temperature with seeds of their own."""
+    rm = load_reward_model(cfg.rm, device)[0]
+    cands, scores = [], []
+    for s in range(cfg.best_of):
+        texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
+                                    batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
+        with torch.no_grad(), autocast(device):
+            sc = torch.cat([rm_scores(rm, *rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
+                                                    texts[i : i + bs], device)).float().cpu()
+                            for i in range(0, len(recs), bs)])
+        cands.append(texts)
+        scores.append(sc)
+    best = torch.stack(scores).argmax(0).tolist()  # (n_prompts,) which sample the RM prefers
+    return [cands[b][i] for i, b in enumerate(best)]
 
-    # 5. alignment tax: held-out LM loss (same windows for all) and fact completion, per checkpoint
+
+def gold_metrics(m, recs, main_idx, responses):
+    """Adds to model entry m: the gold judgements of its answers (every prompt), the mean gold
+    score and Figure 4's axes on the main prompts, truthfulness and toxicity on all prompts."""
+    gold = [judge(r, t) for r, t in zip(recs, responses)]
+    m["gold"] = gold
+    main_gold = [gold[i] for i in main_idx]
+    m["mean_gold"] = _rate(x["score"] for x in main_gold)
+    m["axes"] = axis_rates([recs[i] for i in main_idx], [responses[i] for i in main_idx], main_gold)
+    m["truthfulness"] = truthfulness(recs, responses, gold)
+    m["toxicity"] = toxicity(recs, responses, gold)
+
+
+def alignment_tax(cfg, models, loaded, held_docs, probes, device):
+    """Adds "heldout_loss" and "probe_acc" to every model entry (None where skipped), measured
+    once per checkpoint, on the same windows for all. Returns the window length (None without
+    a held-out corpus)."""
+    ctx = min([128] + [m["block_size"] for m in models.values()]) if held_docs is not None else None
     tax = {}
-    if held_docs is not None:
-        ctx = min([128] + [m["block_size"] for m in models.values()])
-    for name, m in models.items():
+    for m in models.values():
         if m["path"] not in tax:
             model, tok, _ = loaded[m["path"]]
             loss = acc = None
@@ -659,9 +671,12 @@ def main():
                 acc = probe_accuracy(model, tok, probes, device)[0]
             tax[m["path"]] = (loss, acc)
         m["heldout_loss"], m["probe_acc"] = tax[m["path"]]
+    return ctx
 
-    # 6. pairwise preferences: every model vs the reference (and vs the largest base), by
-    # training and by held-out labelers; plus the pairs the claims need
+
+def pairs_to_judge(cfg, models, roles, temps):
+    """Every model vs the reference (and vs the largest base), plus the pairs the claims need:
+    PPO-ptx vs base and SFT, the RL models vs the cheap tricks (own temperature, best-of-N)."""
     pairs = [(n, cfg.reference) for n in models]
     if "large_base" in roles:
         pairs += [(n, roles["large_base"]) for n in models]
@@ -669,64 +684,81 @@ def main():
         if a in roles and b in roles:
             pairs.append((roles[a], roles[b]))
     for n in list(temps) + ([roles["best_of_n"]] if "best_of_n" in roles else []):
-        pairs += [(roles[f], n) for f in ("ppo", "ppo_ptx") if f in roles]  # the RL models against the cheap tricks
-    pairs = list(dict.fromkeys(pairs))
-    groups = {"train": train_labelers(), "heldout": heldout_labelers()}
-    win_rates = {g: {} for g in groups}
+        pairs += [(roles[f], n) for f in ("ppo", "ppo_ptx") if f in roles]
+    return list(dict.fromkeys(pairs))
+
+
+def win_rates(cfg, pairs, recs, main_idx, responses, groups):
+    """{group: {pair_key(a, b): win_summary}} on the main prompts, for each labeler group."""
+    main_recs = [recs[i] for i in main_idx]
+    out = {g: {} for g in groups}
     for g, labs in groups.items():
         for a, b in pairs:
             rng = random.Random(f"{cfg.seed}|{g}|{a}|{b}")  # str seed: the same on every run
             ra, rb = [responses[a][i] for i in main_idx], [responses[b][i] for i in main_idx]
-            win_rates[g][pair_key(a, b)] = win_summary(compare(main_recs, ra, rb, labs, rng))
-    generalisation = {}
+            out[g][pair_key(a, b)] = win_summary(compare(main_recs, ra, rb, labs, rng))
+    return out
+
+
+def generalisation(cfg, recs, models, responses, labelers):
+    """{split: {pair_key(name, reference): win_summary}} on each split outside the training
+    mix (paper Figure 8), judged by the given (training) labelers."""
+    out = {}
     for s in GENERALISATION_SPLITS:
         idx = [i for i, r in enumerate(recs) if r.get("split") == s]
-        generalisation[s] = {}
+        out[s] = {}
         for n in models:
             rng = random.Random(f"{cfg.seed}|{s}|{n}")
             prefs = compare([recs[i] for i in idx], [responses[n][i] for i in idx],
-                            [responses[cfg.reference][i] for i in idx], groups["train"], rng)
-            generalisation[s][pair_key(n, cfg.reference)] = win_summary(prefs)
+                            [responses[cfg.reference][i] for i in idx], labelers, rng)
+            out[s][pair_key(n, cfg.reference)] = win_summary(prefs)
+    return out
 
-    # 7. PPO logs: RM score and gold score vs KL
-    ppo_logs, ppo_log_rows, ppo_summaries = {}, {}, {}
-    for path in (p.strip() for p in cfg.ppo_logs.split(",")):
+
+def summarise_ppo_logs(paths):
+    """Comma-separated PPO log paths -> (points {path: log_points or why skipped},
+    rows {path: every row}, summaries {run name: ppo_summary})."""
+    points, all_rows, summaries = {}, {}, {}
+    for path in (p.strip() for p in paths.split(",")):
         if not path:
             continue
         if not os.path.isfile(path):
-            ppo_logs[path] = "not found, skipped"
+            points[path] = "not found, skipped"
             continue
         rows = read_ppo_log(path)
-        ppo_log_rows[path] = rows
-        ppo_logs[path] = log_points(rows) if rows else "empty, skipped"
+        all_rows[path] = rows
+        points[path] = log_points(rows) if rows else "empty, skipped"
         summary = ppo_summary(rows)
         if summary:
-            ppo_summaries[os.path.basename(path).replace("_log.jsonl", "")] = summary
+            summaries[os.path.basename(path).replace("_log.jsonl", "")] = summary
+    return points, all_rows, summaries
 
-    # 8. report
-    samples = [dict(prompt=recs[i]["prompt"], category=recs[i]["category"], split=recs[i].get("split"),
-                    answers={n: dict(response=responses[n][i], score=models[n]["gold"][i]["score"]) for n in models})
-               for i in pick_samples(recs, cfg.n_samples)]
-    results = dict(config=asdict(cfg), reference=cfg.reference, roles=roles, n_prompts=len(recs),
-                   n_main=len(main_idx), n_split=n_split, heldout_ctx=ctx,
-                   models={n: {k: v for k, v in m.items() if k != "gold"} for n, m in models.items()},
-                   win_rates=win_rates, generalisation=generalisation, ppo_logs=ppo_logs,
-                   ppo_summaries=ppo_summaries, samples=samples)
-    results["claims"] = claims_table(results)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    results["ppo_log_rows"] = ppo_log_rows
-    results["figures_note"] = make_figures(results, cfg.out_dir)
+
+def side_by_side(recs, models, responses, k):
+    """The report's samples: the first prompt of each of k categories, every model's answer and gold score."""
+    return [dict(prompt=recs[i]["prompt"], category=recs[i]["category"], split=recs[i].get("split"),
+                 answers={n: dict(response=responses[n][i], score=models[n]["gold"][i]["score"]) for n in models})
+            for i in pick_samples(recs, k)]
+
+
+def write_outputs(results, ppo_log_rows, recs, responses, models, out_dir):
+    """report.md (with the figures, whose note it cites), results.json and responses.jsonl."""
+    os.makedirs(out_dir, exist_ok=True)
+    results["ppo_log_rows"] = ppo_log_rows  # for the figures only: not written to results.json
+    results["figures_note"] = make_figures(results, out_dir)
     del results["ppo_log_rows"]
-    with open(os.path.join(cfg.out_dir, "report.md"), "w") as f:
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(render_report(results))
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(_json_safe(results), f, indent=1)
-    with open(os.path.join(cfg.out_dir, "responses.jsonl"), "w") as f:
+    with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
         for i, r in enumerate(recs):
             f.write(json.dumps(dict(id=r.get("id"), category=r["category"], split=r.get("split"), prompt=r["prompt"],
                                     answers={n: dict(response=responses[n][i], gold=models[n]["gold"][i])
                                              for n in models})) + "\n")
 
+
+def print_summary(results, out_dir):
     print()
     print(main_table(results))
     print()
@@ -735,7 +767,73 @@ def main():
         print(f"{verdict:>8} | {c['claim']}: {c['measured']}" + (f" ({c['note']})" if c["note"] else ""))
     if results["figures_note"].startswith("matplotlib"):
         print(results["figures_note"])
-    print(f"wrote {os.path.join(cfg.out_dir, 'report.md')}, results.json, responses.jsonl")
+    print(f"wrote {os.path.join(out_dir, 'report.md')}, results.json, responses.jsonl")
+
+
+# -----------------------------------------------------------------------------
+
+
+def main():
+    cfg = parse_config(EvalConfig())
+    print_config(cfg)
+    specs, temps = parse_models(cfg)
+    device = get_device(cfg.device)
+    print(f"device {device} | precision {precision_name(device)}")
+    seed_everything(cfg.seed)
+
+    # 1. data: the held-out prompts (optionally a seeded subset), corpus, probes, few-shot prefix
+    recs, held_docs, probes, fewshot = load_data(cfg, specs)
+
+    # 2. models: each path loaded once; the prompts every model can answer; few-shot pages
+    loaded, models = load_models(cfg, specs, temps, device)
+    roles = assign_roles(models)
+    recs = prompts_that_fit(cfg, recs, loaded, models)
+    prefixes = fewshot_prefixes(cfg, recs, loaded, models, fewshot)
+    main_idx = [i for i, r in enumerate(recs) if r.get("split") not in GENERALISATION_SPLITS]
+    n_split = {s: sum(r.get("split") == s for r in recs) for s in GENERALISATION_SPLITS}
+    print(f"data: {len(recs)} eval prompts ({len(main_idx)} main, "
+          + ", ".join(f"{n} {s}" for s, n in n_split.items()) + f"), {len(probes)} probes")
+
+    # 3. sample every model the same way: same prompts, temperature, seed per batch
+    responses = sample_all(cfg, recs, loaded, models, prefixes)
+
+    # 3b. best-of-N by the reward model: N samples of the reference model, keep the one the RM
+    #     likes best. No training at all: it shows what the RM's ranking is worth by itself,
+    #     at a known KL cost (at most log N - (N - 1) / N nats), and PPO has to match it.
+    if cfg.rm and cfg.best_of > 1:
+        name = f"{cfg.reference}_best_of_{cfg.best_of}"
+        model, tok, _ = loaded[models[cfg.reference]["path"]]
+        responses[name] = best_of_n(cfg, recs, model, tok, device)
+        models[name] = dict(models[cfg.reference], best_of=cfg.best_of)  # same checkpoint, size, temperature
+        roles["best_of_n"] = name
+        print(f"{name}: the best of {cfg.best_of} samples of {cfg.reference} by {cfg.rm}")
+
+    # 4. gold judgements and per-model metrics
+    for name, m in models.items():
+        gold_metrics(m, recs, main_idx, responses[name])
+
+    # 5. alignment tax: held-out LM loss (same windows for all) and fact completion, per checkpoint
+    ctx = alignment_tax(cfg, models, loaded, held_docs, probes, device)
+
+    # 6. pairwise preferences: every model vs the reference (and vs the largest base), by
+    # training and by held-out labelers; plus the pairs the claims need; then the splits
+    # outside the training mix
+    groups = {"train": train_labelers(), "heldout": heldout_labelers()}
+    wins = win_rates(cfg, pairs_to_judge(cfg, models, roles, temps), recs, main_idx, responses, groups)
+    gen = generalisation(cfg, recs, models, responses, groups["train"])
+
+    # 7. PPO logs: RM score and gold score vs KL
+    log_pts, log_rows, log_summaries = summarise_ppo_logs(cfg.ppo_logs)
+
+    # 8. report: the claims checked against the numbers, then report.md, results.json, responses.jsonl
+    results = dict(config=asdict(cfg), reference=cfg.reference, roles=roles, n_prompts=len(recs),
+                   n_main=len(main_idx), n_split=n_split, heldout_ctx=ctx,
+                   models={n: {k: v for k, v in m.items() if k != "gold"} for n, m in models.items()},
+                   win_rates=wins, generalisation=gen, ppo_logs=log_pts, ppo_summaries=log_summaries,
+                   samples=side_by_side(recs, models, responses, cfg.n_samples))
+    results["claims"] = claims_table(results)
+    write_outputs(results, log_rows, recs, responses, models, cfg.out_dir)
+    print_summary(results, cfg.out_dir)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ Text format: documents separated by an empty line; each document ends with <|end
 and documents are packed into one token stream that we cut random windows from.
 
 Deviations from the paper (GPT-3 is 175B parameters trained on 300B tokens):
-1. Models of 0.3-3M parameters trained for a few minutes on a few MB of synthetic text.
-2. Our own byte-level BPE (2k ranks) trained on the corpus, instead of GPT-2's 50k.
+1. Models of 0.1-2M parameters trained for a few minutes on a few MB of synthetic text.
+2. Our own byte-level BPE (1024 ranks) trained on the corpus, instead of GPT-2's 50k.
 """
 
 import math
@@ -34,7 +34,7 @@ from tokenizer import Tokenizer, decode_response, load_ranks, save_ranks, train_
 
 # model sizes (layers, heads, width): "large" is our "175B", "small" our "1.3B"
 SIZES = {
-    "tiny": (2, 2, 64),  # ~0.3M params: tests and --quick
+    "tiny": (2, 2, 64),  # ~0.15M params: tests and --quick
     "small": (4, 4, 128),  # ~1M
     "large": (5, 5, 160),  # ~1.7M: as many steps as "small" fit the CPU budget, so it is the better LM
 }

@@ -2,18 +2,20 @@
 The evaluation report: evaluate.py measures, this file writes what it measured as
 report.md tables and (when matplotlib is installed) PNG figures. Nothing here samples a
 model or judges an answer; it only formats `results` (see evaluate.claims_table for its
-layout).
+layout). What is measured (the model families, the generalisation splits, the pairs)
+is decided in evaluate.py and arrives inside `results`; this file imports nothing from it.
 """
 
 import os
 
-FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx"]  # Figure 1's lines, in legend order
+# display names of evaluate.model_family's families; also Figure 1's lines, in legend order
 FAMILY_LABEL = {"base": "base (GPT)", "prompted": "prompted base", "sft": "SFT", "ppo": "PPO",
                 "ppo_ptx": "PPO-ptx", "other": "other"}
-GENERALISATION_SPLITS = ("heldout_category", "lang2")  # eval_prompts.jsonl splits outside the training mix
 
 
 def pair_key(a, b):
+    """The key of a pair in results["win_rates"][group] (and results.json): "ppo vs sft". evaluate.py
+    writes the keys with it, this file and the claims read them."""
     return f"{a} vs {b}"
 
 
@@ -100,8 +102,8 @@ def render_report(results):
     out += ["## Generalisation (paper Figure 8)", "", f"Win rate vs `{ref}`, training labelers, on prompts "
             "outside the fine-tuning mix.", ""]
     gen = results["generalisation"]
-    rows = [[n] + [pct_ci(gen[s].get(pair_key(n, ref))) for s in GENERALISATION_SPLITS] for n in models]
-    out += [md_table(["model"] + [f"{s} (n={results['n_split'].get(s, 0)})" for s in GENERALISATION_SPLITS], rows), ""]
+    rows = [[n] + [pct_ci(gen[s].get(pair_key(n, ref))) for s in gen] for n in models]  # one column per split
+    out += [md_table(["model"] + [f"{s} (n={results['n_split'].get(s, 0)})" for s in gen], rows), ""]
 
     out += ["## Reward over-optimisation", "", "From the PPO logs: the reward model's raw score (what PPO optimises; "
             "responses that never stop get a fixed penalty instead, counted in the no-EOS column), and the gold "
@@ -145,7 +147,7 @@ def make_figures(results, out_dir):
 
     # 1. Figure 1: win rate vs reference over model size, one line per family
     fig, ax = plt.subplots(figsize=(6, 4))
-    for k, fam in enumerate(FAMILIES + ["other"]):
+    for k, fam in enumerate(FAMILY_LABEL):
         same_sampling = [n for n in models if n not in (results["roles"].get("sft_greedy"),  # no size point for
                                                         results["roles"].get("best_of_n"))]  # greedy or best-of-N
         pts = sorted(((models[n]["params"], results["win_rates"]["train"][pair_key(n, ref)]) for n in same_sampling

@@ -7,10 +7,10 @@ through exactly one function, `render()`. Keeping that in one place is the point
 and PPO laid out a conversation differently, the policy would be trained on one format
 and sampled in another.
 
-Train a tokenizer (tiny, a few seconds on CPU / "for real", under a minute):
+Train a tokenizer (tiny / what the pipeline runs; a few seconds on CPU either way):
 
-    python tokenizer.py --input=data/tiny.txt --vocab_size=512 --out=out/tok.tiktoken
-    python tokenizer.py --input=data/corpus.txt --vocab_size=4096 --out=out/tok.tiktoken
+    python tokenizer.py --input=data/world/corpus_heldout.txt --vocab_size=512 --out=out/tok.tiktoken
+    python tokenizer.py --input=data/world/corpus_train.txt --vocab_size=1024 --out=out/tokenizer.tiktoken
 
 Use it:
 
