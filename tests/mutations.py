@@ -1,0 +1,52 @@
+"""
+Do the math tests fail when the math is wrong? Each case breaks one formula in a COPY of the
+repository and runs the test that names it; every case must print CAUGHT.
+
+    python tests/mutations.py        # ~30 s; not part of pytest (it edits files, in a temp copy)
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (file, the correct line, a plausible bug, test file, -k selection)
+cases = [
+ ("ppo.py", "last = delta + gamma * lam * last", "last = delta + gamma * last", "tests/test_ppo.py", "gae"),
+ ("ppo.py", "delta = rewards[:, t] + gamma * next_value - values[:, t]", "delta = rewards[:, t] + next_value - values[:, t]", "tests/test_ppo.py", "gae"),
+ ("ppo.py", "var = masked_mean((x - mean) ** 2, mask)  # biased", "var = ((x - mean) ** 2 * mask).sum() / (mask.sum() - 1)  # biased", "tests/test_ppo.py", "whiten"),
+ ("ppo.py", "pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)", "pg_loss = masked_mean(pg_losses, mask)", "tests/test_ppo.py", "clipped"),
+ ("ppo.py", "vf_losses = torch.max((vpred - returns) ** 2, (vclipped - returns) ** 2)", "vf_losses = (vpred - returns) ** 2", "tests/test_ppo.py", "value_loss"),
+ ("ppo.py", "return torch.expm1(log_r) - log_r", "return torch.expm1(log_r)", "tests/test_ppo.py", "k3"),
+ ("ppo.py", "rewards[torch.arange(len(scores)), last] += scores", "rewards[:, -1] += scores", "tests/test_ppo.py", "placement"),
+ ("ppo.py", "baseline = (grp.sum(1, keepdim=True) - grp) / (k - 1)", "baseline = grp.mean(1, keepdim=True)", "tests/test_ppo.py", "rloo"),
+ ("reward.py", "losses.append(-F.logsigmoid(diff).mean())", "losses.append(-F.logsigmoid(diff).sum())", "tests/test_sft_reward.py", "brute_force"),
+ ("reward.py", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a, len(ranking))]", "tests/test_sft_reward.py", "ranked_pairs"),
+ ("reward.py", "keep = [i for i, s in enumerate(c[\"sources\"]) if s.startswith(\"sft\")]", "keep = [i for i, s in enumerate(c[\"sources\"]) if not s.startswith(\"demo\")]", "tests/test_sft_reward.py", "sft_pairs_only"),
+ ("sft.py", "unseen[render(tok, d[\"prompt\"], d[\"response\"])[0]] = False", "unseen[render(tok, d[\"prompt\"])[0]] = False", "tests/test_sft_reward.py", "unseen"),
+]
+
+
+def main():
+    missed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = os.path.join(tmp, "repo")
+        shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".git", "out", "data/world", "__pycache__"))
+        for f, old, new, test, k in cases:
+            path = os.path.join(repo, f)
+            src = open(path).read()
+            assert old in src, f"{f}: the line to break is gone, update this case: {old!r}"
+            open(path, "w").write(src.replace(old, new, 1))
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test, "-k", k],
+                               cwd=repo, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            open(path, "w").write(src)
+            caught = r.returncode == 1
+            missed += not caught
+            print(f"{'CAUGHT' if caught else 'MISSED'} {f}: {new[:70]!r} ({test} -k {k})")
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()
