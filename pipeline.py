@@ -4,7 +4,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
     world -> tokenizer -> base models (two sizes) -> SFT -> comparisons -> reward model
           -> PPO, PPO-ptx (and PPO at beta = 0) -> evaluation report
 
-    python pipeline.py               # the default run (~15 min on a 2-core CPU)
+    python pipeline.py               # the default run (~13 min on a 2-core CPU)
     python pipeline.py --quick       # the same stages, tiny settings (1-2 minutes): smoke test, first contact
     python pipeline.py --redo=ppo    # rerun one stage (and everything after it)
     python pipeline.py --out=runs/a  # another output folder
