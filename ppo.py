@@ -405,9 +405,9 @@ def main():
         value.trunk = policy
         torch.nn.init.zeros_(value.head.weight)
     policy_ids = {id(p) for p in policy.parameters()}
-    value_only = [p for p in value.parameters() if id(p) not in policy_ids]  # all of them unless the trunk is shared
+    value_params = [p for p in value.parameters() if id(p) not in policy_ids]  # all of them unless the trunk is shared
     groups = [dict(params=list(policy.parameters()), lr=cfg.lr, base_lr=cfg.lr),
-              dict(params=value_only, lr=cfg.vf_lr or cfg.lr, base_lr=cfg.vf_lr or cfg.lr)]
+              dict(params=value_params, lr=cfg.vf_lr or cfg.lr, base_lr=cfg.vf_lr or cfg.lr)]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)
     ema = copy.deepcopy(policy).requires_grad_(False) if cfg.ema > 0 else None
     print(f"policy {policy.num_params() / 1e6:.2f}M params | RM demonstration mean {rm_ckpt.get('demo_mean', 0):.3f} "
