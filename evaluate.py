@@ -49,12 +49,11 @@ from tqdm import tqdm
 from common import autocast, die, get_device, parse_config, precision_name, print_config, seed_everything
 from data import DataError, load_prompts, read_corpus
 from data.labelers import heldout_labelers, judge, prefer, train_labelers
-from data.world import QA_A, QA_Q
-from model import generate
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
 from report import main_table, make_figures, pair_key, render_report
-from policy import load_policy, load_reward_model, rm_batch, rm_scores, sample_responses
-from tokenizer import decode_response, render
+from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, qa_prompt, rm_batch,
+                    sample_prompted, sample_responses)
+from tokenizer import render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
                   "ppo=out/ppo.pt,ppo_ptx=out/ppo_ptx.pt")
@@ -450,53 +449,6 @@ def pick_samples(recs, k):
     return out
 
 
-def fewshot_examples(text):
-    """Split a few-shot page into examples, each starting at a "Question: " line."""
-    blocks = []
-    for line in text.splitlines(keepends=True):
-        if line.startswith(QA_Q) or not blocks:
-            blocks.append("")
-        blocks[-1] += line
-    return blocks
-
-
-def qa_prompt(fewshot, prompt):
-    """The prompted base model's input: the few-shot page, then the question, then "Answer:"."""
-    return f"{fewshot}{QA_Q}{prompt}\n{QA_A.rstrip()}"
-
-
-def fit_fewshot(tok, fewshot, prompt, room):
-    """The longest run of leading few-shot examples with which `prompt` fits in `room`
-    tokens -> (prefix, n_examples). Never cut mid-example: that would teach a broken format.
-
-        fit_fewshot(tok, "Question: a\nAnswer: b\nQuestion: c\nAnswer: d\n", "Hi?", 12)
-        -> ("Question: a\nAnswer: b\n", 1)   # if only one example leaves room for "Hi?"
-    """
-    blocks = fewshot_examples(fewshot)
-    for k in range(len(blocks), 0, -1):
-        prefix = "".join(blocks[:k])
-        if len(tok.encode(qa_prompt(prefix, prompt))) <= room:
-            return prefix, k
-    return "", 0
-
-
-@torch.no_grad()
-def sample_prompted(model, tok, prompts, prefixes, max_new_tokens, temperature, seed):
-    """Few-shot prompting of a base model: each prompt after its few-shot page (a list, one
-    per prompt), continue the Q&A page and keep the rest of the "Answer:" line."""
-    device = next(model.parameters()).device
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
-    ids = [tok.encode(qa_prompt(f, p)) for f, p in zip(prefixes, prompts)]
-    with autocast(device.type):
-        out = generate(model, ids, max_new_tokens, tok.eot_id, tok.pad_id, temperature=temperature, generator=g)
-    texts = []
-    for r, m in zip(out["response"].tolist(), out["response_mask"].tolist()):
-        text = decode_response(tok, r, m)
-        texts.append(text.strip().split("\n", 1)[0].strip())  # then it goes on with the next "Question:"
-    return texts
-
-
 # -----------------------------------------------------------------------------
 # the measurements, one function per step of main()
 
@@ -632,7 +584,7 @@ def best_of_n(cfg, recs, model, tok, device, bs=64):
         texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
                                     batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
         with torch.no_grad(), autocast(device):
-            sc = torch.cat([rm_scores(rm, *rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
+            sc = torch.cat([rm.score(*rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
                                                     texts[i : i + bs], device)).float().cpu()
                             for i in range(0, len(recs), bs)])
         cands.append(texts)

@@ -72,7 +72,7 @@ from data import DataError, load_prompts, read_corpus
 from data.labelers import judge
 from model import ScalarModel, GPTConfig, generate, last_token_index, response_logprobs
 from corpus import encode_docs, get_batch
-from policy import load_policy, load_reward_model, rm_scores
+from policy import load_policy, load_reward_model
 from tokenizer import decode_response, render
 
 
@@ -428,7 +428,7 @@ def main():
         P = out["prompt_len"]  # rollout layout: left-padded prompt (B, P), then the response (B, R)
         response_mask = torch.cat([torch.zeros_like(out["attn_mask"][:, :P]),
                                    out["response_mask"].to(out["attn_mask"].dtype)], 1)  # (B, T)
-        return rm_scores(rm, out["tokens"], out["attn_mask"], response_mask)
+        return rm.score(out["tokens"], out["attn_mask"], response_mask)
 
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else None
     kl_coef = cfg.kl_coef

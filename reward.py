@@ -51,7 +51,7 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
 from data import DataError, load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
-from policy import load_policy, rm_batch, rm_scores
+from policy import load_policy, rm_batch
 
 
 @dataclass
@@ -117,7 +117,7 @@ def score_texts(rm, tok, prompts, responses, device, batch_size=64):
     for i in range(0, len(prompts), batch_size):
         with autocast(device):
             batch = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
-            out.append(rm_scores(rm, *batch).float())
+            out.append(rm.score(*batch).float())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -226,7 +226,7 @@ def main():
                     # K forward passes per prompt, all prompts of the batch in one padded forward
                     prompts = [comps[i]["prompt"] for i in chunk for _ in comps[i]["responses"]]
                     responses = [r for i in chunk for r in comps[i]["responses"]]
-                    scores = rm_scores(rm, *rm_batch(tok, prompts, responses, device))  # (N,)
+                    scores = rm.score(*rm_batch(tok, prompts, responses, device))  # (N,)
                     groups, off = [], 0
                     for i in chunk:
                         groups.append((off, comps[i]["ranking"]))
@@ -234,7 +234,7 @@ def main():
                     loss, acc = comparison_loss(scores.float(), groups)
                 else:
                     prompts = [comps[i]["prompt"] for i, _, _ in chunk]
-                    s = rm_scores(rm, *rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in chunk] +
+                    s = rm.score(*rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in chunk] +
                                                 [comps[i]["responses"][l] for i, _, l in chunk], device)).float()
                     loss, acc = pairwise_loss(s[: len(chunk)], s[len(chunk) :])
             if not torch.isfinite(loss):
@@ -264,7 +264,8 @@ def main():
     sft_samples = [(c["prompt"], r) for c in comps for r, s in zip(c["responses"], c.get("sources", [])) if
                    s.startswith("sft")][:2000]
     if sft_samples:
-        gain = 1.0 / score_texts(rm, tok, *map(list, zip(*sft_samples)), device).std().clamp(min=1e-6).item()
+        sft_scores = score_texts(rm, tok, *map(list, zip(*sft_samples)), device)
+        gain = 1.0 / sft_scores.std().clamp(min=1e-6).item()
         with torch.no_grad():
             rm.head.weight.mul_(gain)
             rm.head.bias.mul_(gain)
@@ -277,8 +278,8 @@ def main():
             rm.head.bias -= shift
         stats.update(demo_mean=(demo_scores - shift).mean().item(), demo_std=demo_scores.std().item(),
                      bias_shift=-shift)
-    if sft_samples:
-        s = score_texts(rm, tok, *map(list, zip(*sft_samples)), device)
+    if sft_samples:  # the score is linear in the head: no need to score them again
+        s = sft_scores * gain + stats["bias_shift"]
         stats.update(sft_mean=s.mean().item(), sft_std=s.std().item())
     stats["lm_coef"] = rm.lm_coef.item()
     print("normalised: " + " | ".join(f"{k} {v:+.3f}" for k, v in stats.items()) +

@@ -46,7 +46,7 @@ from data import DataError, has_meta, load_demonstrations, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
-from policy import load_policy, load_reward_model, rm_batch, rm_scores, sample_responses
+from policy import load_policy, load_reward_model, rm_batch, sample_responses
 from tokenizer import render
 
 
@@ -164,7 +164,7 @@ def preference(model, tok, recs, cfg, rm=None):
     if rm is not None:
         device = next(rm.parameters()).device
         with torch.no_grad(), autocast(device.type):
-            rm_mean = rm_scores(rm, *rm_batch(tok, [r["prompt"] for r in recs], texts, device)).mean().item()
+            rm_mean = rm.score(*rm_batch(tok, [r["prompt"] for r in recs], texts, device)).mean().item()
     return gold, labelers, rm_mean, texts
 
 

@@ -241,13 +241,15 @@ class ByteTok:
 
 
 def test_fit_fewshot_keeps_whole_examples():
+    import policy as P
+
     page = "Question: a\nAnswer: b\nQuestion: cc\nAnswer: dd\n"
-    assert E.fewshot_examples(page) == ["Question: a\nAnswer: b\n", "Question: cc\nAnswer: dd\n"]
-    full = len(E.qa_prompt(page, "Hi?"))
-    assert E.fit_fewshot(ByteTok(), page, "Hi?", full) == (page, 2)
-    assert E.fit_fewshot(ByteTok(), page, "Hi?", full - 1) == ("Question: a\nAnswer: b\n", 1)
-    assert E.fit_fewshot(ByteTok(), page, "Hi?", 5) == ("", 0)
-    assert E.qa_prompt("", "Hi?") == "Question: Hi?\nAnswer:"
+    assert P.fewshot_examples(page) == ["Question: a\nAnswer: b\n", "Question: cc\nAnswer: dd\n"]
+    full = len(P.qa_prompt(page, "Hi?"))
+    assert P.fit_fewshot(ByteTok(), page, "Hi?", full) == (page, 2)
+    assert P.fit_fewshot(ByteTok(), page, "Hi?", full - 1) == ("Question: a\nAnswer: b\n", 1)
+    assert P.fit_fewshot(ByteTok(), page, "Hi?", 5) == ("", 0)
+    assert P.qa_prompt("", "Hi?") == "Question: Hi?\nAnswer:"
 
 
 def test_log_points():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, ScalarModel, left_pad
 from reward import comparison_loss, pairwise_loss, ranked_pairs
-from policy import rm_batch, rm_scores
+from policy import rm_batch
 from sft import sft_batch
 from tokenizer import Tokenizer, render, train_bpe
 
@@ -72,8 +72,8 @@ def test_score_read_at_last_real_token_left_and_right_padding(tok):
     lids, lattn = left_pad(seqs, tok.pad_id)
     with torch.no_grad():
         alone = [rm(torch.tensor([s]))[0, -1] for s in seqs]  # unpadded: the last position
-        right = rm_scores(rm, ids, attn)
-        left = rm_scores(rm, lids, lattn)
+        right = rm.score(ids, attn)
+        left = rm.score(lids, lattn)
     for i in range(2):
         assert abs(right[i] - alone[i]) < 1e-5 and abs(left[i] - alone[i]) < 1e-5
 
@@ -135,7 +135,7 @@ def test_overfit_rm_accuracy_to_one(tok):
     groups = [(0, comps[0][2]), (4, comps[1][2])]
     opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
     for _ in range(100):
-        loss, acc = comparison_loss(rm_scores(rm, ids, attn), groups)
+        loss, acc = comparison_loss(rm.score(ids, attn), groups)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -192,7 +192,7 @@ def test_likelihood_term_of_the_reward_by_hand_and_under_any_padding(tok):
     lids, lattn = left_pad([s for s, _ in seqs], tok.pad_id)
     lresp, _ = left_pad([m for _, m in seqs], 0)
     with torch.no_grad():
-        right, left = rm_scores(rm, ids, attn, resp), rm_scores(rm, lids, lattn, lresp)
+        right, left = rm.score(ids, attn, resp), rm.score(lids, lattn, lresp)
         for i, (s, m) in enumerate(seqs):
             x = torch.tensor([s])
             head = rm(x)[0, -1]
@@ -201,4 +201,4 @@ def test_likelihood_term_of_the_reward_by_hand_and_under_any_padding(tok):
             want = head + 0.7 * torch.stack(terms).mean()
             assert abs(right[i] - want) < 1e-4 and abs(left[i] - want) < 1e-4
     with pytest.raises(ValueError):
-        rm_scores(rm, ids, attn)  # a likelihood term needs to know which tokens are the response
+        rm.score(ids, attn)  # a likelihood term needs to know which tokens are the response
