@@ -19,6 +19,8 @@ with PPO. One iteration of `ppo_iteration`, numbered as in the code:
     python ppo.py --kl_coef=0 --out=out/ppo_beta0.pt    # no KL penalty: watch the RM get gamed
     python ppo.py --iters=2 --batch_size=8 --minibatch_size=4   # tiny
     python ppo.py --resume=True
+    python ppo.py --prompts=my_prompts.jsonl               # your own {"prompt": ...} lines (no gold score logged)
+    torchrun --nproc_per_node=2 ppo.py --device=cpu        # data parallel (ddp.py): each rank rolls out its share
 
 Symbols: B rollouts per iteration, P padded prompt length, R response length,
 T = P + R, V vocab. Masks: `response_mask` (B, R) is 1 on response tokens up to and
@@ -61,14 +63,16 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
 from tqdm import tqdm
 
+import ddp
 from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
                     print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
-from data import DataError, load_prompts, read_corpus
+from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import judge
 from model import ScalarModel, GPTConfig, generate, last_token_index, response_logprobs
 from corpus import encode_docs, get_batch
@@ -84,8 +88,11 @@ class PPOConfig:
     ptx_data: str = "data/world/corpus_train.txt"  # pretraining text for the ptx term
     out: str = "out/ppo.pt"
     iters: int = 30  # PPO iterations (each: one batch of rollouts)
-    batch_size: int = 64  # rollouts per iteration (paper: 512)
-    minibatch_size: int = 16  # (paper: 64)
+    batch_size: int = 64  # rollouts per iteration, over all ranks (paper: 512)
+    minibatch_size: int = 16  # rollouts per optimizer step, over all ranks (paper: 64)
+    grad_accum: int = 1  # split each minibatch into N micro-batches: same step, 1/N of the activation memory
+    grad_checkpoint: bool = False  # recompute each block's activations in backward (less memory, slower)
+    offload: bool = False  # keep the reference and the RM in CPU memory, on the GPU only while they score
     ppo_epochs: int = 2  # passes over each batch (paper: 1)
     lr: float = 1e-4  # policy learning rate; linear decay to 0
     vf_lr: float = 5e-4  # value model learning rate (0 = same as lr); linear decay to 0
@@ -129,9 +136,12 @@ def masked_mean(x, mask):
 
 def masked_whiten(x, mask, shift_mean=True):
     """(x - mean) / std over the masked entries, with the BIASED variance (unbiased=False),
-    as the reference implementations do. shift_mean=False keeps the mean (reward whitening)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)  # biased: divide by n, not n - 1
+    as lm-human-preferences does (TRL divides by n - 1). shift_mean=False keeps the mean
+    (reward whitening). Under torchrun the mean and variance are those of every rank's
+    rollouts together (ddp.all_sum; without torchrun it is just the sum)."""
+    n = ddp.all_sum(mask.sum()).clamp(min=1)
+    mean = ddp.all_sum((x * mask).sum()) / n
+    var = ddp.all_sum(((x - mean) ** 2 * mask).sum()) / n  # biased: divide by n, not n - 1
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -239,22 +249,39 @@ class AdaptiveKLController:
 # one PPO iteration
 
 
+@contextmanager
+def on_device(model, device, offload):
+    """With --offload a frozen model (reference, RM) lives in CPU memory and visits the GPU
+    only for the forward passes inside this block."""
+    if offload:
+        model.to(device)
+    try:
+        yield model
+    finally:
+        if offload:
+            model.to("cpu")
+
+
 def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_coef, generator,
-                  ptx_stream=None, value_only=False):
+                  ptx_stream=None, value_only=False, rows=None, wrapped=None):
     """
     Steps 2-7 for one batch of prompts (lists of token ids). reward_fn(out) -> (B,) scores
     for the rollout dict `out` of model.generate. Returns (stats dict, rollout dict).
     value_only=True is the value warm-up: the same rollouts and returns, but only the value
     model learns (with no value clip), so the policy's first update sees sane advantages.
+    Under torchrun (ddp.py) `prompt_ids` are this rank's share, `rows` = (first row, rows on
+    all ranks) for model.generate, and `wrapped` = the DDP-wrapped (policy, value), through
+    which the training forward passes go.
     """
     device = next(policy.parameters()).device
     dev = device.type
+    policy_w, value_w = wrapped or (policy, value)
 
     # 2. rollout: the policy answers each prompt, stopping at EOS
     policy.eval()
     with torch.no_grad(), autocast(dev):
         out = generate(policy, prompt_ids, cfg.max_new_tokens, tok.eot_id, tok.pad_id,
-                       temperature=cfg.temperature, generator=generator)
+                       temperature=cfg.temperature, generator=generator, rows=rows)
     tokens, attn, P = out["tokens"], out["attn_mask"], out["prompt_len"]  # (B, T), (B, T), int
     mask = out["response_mask"].float()  # (B, R)
 
@@ -266,7 +293,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
             scores = torch.where(out["ended"], scores, torch.full_like(scores, cfg.no_eos_penalty))
         # recompute log-probs with a forward pass, at the SAME temperature as sampling
         logprobs = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
-        ref_logprobs = response_logprobs(ref, tokens, attn, P, cfg.temperature).float()  # (B, R)
+        with on_device(ref, device, cfg.offload):
+            ref_logprobs = response_logprobs(ref, tokens, attn, P, cfg.temperature).float()  # (B, R)
         # V(s_t) for the state before response token t: same off-by-one as the log-probs
         values = value(tokens, attn)[:, P - 1 : -1].float()  # (B, R)
 
@@ -281,51 +309,62 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         advantages = rloo_advantages(rewards.sum(1), cfg.samples_per_prompt)[:, None] * mask  # (B, R)
     advantages = masked_whiten(advantages, mask)
 
-    # 6. PPO epochs over shuffled minibatches
+    # 6. PPO epochs over shuffled minibatches (under torchrun: each rank its own rollouts, and
+    #    a minibatch is every rank's share of it; DDP averages the gradients, ddp.share weights them)
     policy.train()  # dropout is 0 in the PPO config, so train() only matters for correctness of intent
     B = len(prompt_ids)
+    mb_size = cfg.minibatch_size // ddp.world()  # this rank's rollouts per optimizer step
     agg = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy", "ptx_loss", "vf_clipfrac",
                            "ratio_max")}
     ratio_start_err = None
     for epoch in range(cfg.ppo_epochs):
         perm = torch.randperm(B)  # global torch RNG: seeded, and saved in the checkpoint
-        for s in range(0, B, cfg.minibatch_size):
-            idx = perm[s : s + cfg.minibatch_size].to(device)
-            mb_mask = mask[idx]
-            with autocast(dev):
-                new_logprobs, entropy = response_logprobs(policy, tokens[idx], attn[idx], P, cfg.temperature,
-                                                          return_entropy=True)
-                vpred = value(tokens[idx], attn[idx])[:, P - 1 : -1].float()
-            pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), logprobs[idx], advantages[idx],
-                                                             mb_mask, cfg.cliprange)
-            vf_clip = float("inf") if value_only else cfg.cliprange_value
-            vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, vf_clip)
-            if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
-                ratio_start_err = ((ratio - 1).abs() * mb_mask).max().item()
-            ent = masked_mean(entropy, mb_mask)
-            loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
-            if value_only:  # warm-up: no policy gradient at all (its parameters get no .grad, so no step)
-                loss = vf_loss
-
-            # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
-            ptx_loss = torch.zeros((), device=device)
-            if cfg.ptx_coef > 0 and ptx_stream is not None and not value_only:
-                x, y = get_batch(ptx_stream, cfg.ptx_batch_size, cfg.ptx_ctx, generator_cpu(generator))
-                with autocast(dev):
-                    _, ptx_loss = policy(x.to(device), y.to(device))
-                loss = loss + cfg.ptx_coef * ptx_loss
-
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss (pg {pg_loss.item()}, vf {vf_loss.item()}, "
-                                         f"ptx {ptx_loss.item()})")
+        for s in range(0, B, mb_size):
+            mb = perm[s : s + mb_size].to(device)
+            micro = [mb[j :: cfg.grad_accum] for j in range(cfg.grad_accum)]  # --grad_accum: same step, less memory
+            n_tok = [mask[idx].sum().item() for idx in micro]
+            rank_share = ddp.share(sum(n_tok))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for j, idx in enumerate(micro):
+                last = j == len(micro) - 1
+                mb_mask = mask[idx]
+                with ddp.no_sync(policy_w, last), ddp.no_sync(value_w, last):  # ranks average on the last one
+                    with torch.set_grad_enabled(not value_only), autocast(dev):  # warm-up: no policy graph
+                        new_logprobs, entropy = response_logprobs(policy_w if not value_only else policy, tokens[idx],
+                                                                  attn[idx], P, cfg.temperature, return_entropy=True)
+                    with autocast(dev):
+                        vpred = value_w(tokens[idx], attn[idx])[:, P - 1 : -1].float()
+                    pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), logprobs[idx],
+                                                                     advantages[idx], mb_mask, cfg.cliprange)
+                    vf_clip = float("inf") if value_only else cfg.cliprange_value
+                    vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, vf_clip)
+                    if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
+                        ratio_start_err = ((ratio - 1).abs() * mb_mask).max().item()
+                    ent = masked_mean(entropy, mb_mask)
+                    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
+                    if value_only:  # warm-up: no policy gradient at all (its parameters get no .grad, so no step)
+                        loss = vf_loss
+                    loss = loss * (n_tok[j] / max(1, sum(n_tok)) * rank_share)  # 1 with one rank, one micro-batch
+
+                    # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
+                    ptx_loss = torch.zeros((), device=device)
+                    if cfg.ptx_coef > 0 and ptx_stream is not None and not value_only and last:
+                        n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
+                        x, y = get_batch(ptx_stream, n_ptx, cfg.ptx_ctx, generator_cpu(generator))
+                        with autocast(dev):
+                            _, ptx_loss = policy_w(x.to(device), y.to(device))
+                        loss = loss + cfg.ptx_coef * ptx_loss
+
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss (pg {pg_loss.item()}, vf {vf_loss.item()}, "
+                                                 f"ptx {ptx_loss.item()})")
+                    loss.backward()
+                for k, v in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", clipfrac),
+                             ("approxkl", approxkl), ("entropy", ent), ("ptx_loss", ptx_loss),
+                             ("vf_clipfrac", vf_clipfrac), ("ratio_max", (ratio * mb_mask).max())):
+                    agg[k].append(v.item())
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
             opt.step()
-            for k, v in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", clipfrac), ("approxkl", approxkl),
-                         ("entropy", ent), ("ptx_loss", ptx_loss), ("vf_clipfrac", vf_clipfrac),
-                         ("ratio_max", (ratio * mb_mask).max())):
-                agg[k].append(v.item())
 
     # diagnostics, gold-free: what a practitioner without a gold judge can see
     n = mask.sum(1).clamp(min=1)  # (B,) response lengths
@@ -357,8 +396,9 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
 
 
 def generator_cpu(g):
-    """A CPU generator for data sampling, seeded from the rollout generator's stream."""
-    return torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=g, device=g.device)))
+    """A CPU generator for data sampling, seeded from the rollout generator's stream (which
+    every rank shares) plus the rank, so each rank draws its own pretraining windows."""
+    return torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=g, device=g.device)) + ddp.rank())
 
 
 def check_health(stats, it):
@@ -388,22 +428,35 @@ def main():
         die(f"--batch_size ({cfg.batch_size}) must be divisible by --samples_per_prompt ({cfg.samples_per_prompt})", 2)
     if cfg.batch_size % cfg.minibatch_size:
         die(f"--batch_size ({cfg.batch_size}) must be divisible by --minibatch_size ({cfg.minibatch_size})", 2)
+    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    W = ddp.world()
+    if (cfg.batch_size // cfg.samples_per_prompt) % W or cfg.minibatch_size % (W * cfg.grad_accum):
+        die(f"with {W} ranks and --grad_accum={cfg.grad_accum}: the prompts per batch "
+            f"(--batch_size / --samples_per_prompt = {cfg.batch_size // cfg.samples_per_prompt}) must be divisible "
+            f"by {W}, and --minibatch_size ({cfg.minibatch_size}) by {W * cfg.grad_accum}", 2)
+    if W > 1 and cfg.value_init == "zero":
+        die("--value_init=zero shares the policy's trunk, which DDP cannot wrap twice: use --value_init=rm "
+            "under torchrun", 2)
     print_config(cfg)
-    device = get_device(cfg.device)
-    print(f"device {device} | precision {precision_name(device)}")
-    seed_everything(cfg.seed)
+    print(f"device {device} | precision {precision_name(device)} | ranks {W}")
+    seed_everything(cfg.seed + ddp.rank())  # per-rank minibatch order; rollouts share one generator (below)
 
     # models: policy (trained), reference (frozen SFT), reward model (frozen), value function
     policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)  # dropout off in PPO
-    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    policy.grad_checkpoint = cfg.grad_checkpoint
+    park = "cpu" if cfg.offload else device  # --offload: frozen models wait in CPU memory
+    ref = copy.deepcopy(policy).eval().requires_grad_(False).to(park)
     rm, rm_ckpt = load_reward_model(cfg.rm, device)
     rm.requires_grad_(False)
     if cfg.value_init == "rm":  # the paper: value function initialised from the reward model
         value = copy.deepcopy(rm).train().requires_grad_(True)
+        value.lm_coef.requires_grad_(False)  # the value is the head alone (forward); lm_coef is for score
+        value.trunk.grad_checkpoint = cfg.grad_checkpoint
     else:  # a zero-initialised head sharing the policy's trunk
         value = ScalarModel(GPTConfig(**asdict(policy.config))).to(device)
         value.trunk = policy
         torch.nn.init.zeros_(value.head.weight)
+    rm.to(park)
     policy_ids = {id(p) for p in policy.parameters()}
     value_params = [p for p in value.parameters() if id(p) not in policy_ids]  # all of them unless the trunk is shared
     groups = [dict(params=list(policy.parameters()), lr=cfg.lr, base_lr=cfg.lr),
@@ -413,6 +466,7 @@ def main():
     print(f"policy {policy.num_params() / 1e6:.2f}M params | RM demonstration mean {rm_ckpt.get('demo_mean', 0):.3f} "
           f"| value from {cfg.value_init}")
 
+    wrapped = (ddp.wrap(policy), ddp.wrap(value))  # DistributedDataParallel under torchrun
     try:
         recs = load_prompts(cfg.prompts)
         ptx_stream = encode_docs(tok, read_corpus(cfg.ptx_data)) if cfg.ptx_coef > 0 else None
@@ -422,13 +476,16 @@ def main():
     recs = [r for r in recs if len(render(tok, r["prompt"])[0]) <= max_prompt]
     if not recs:
         die(f"{cfg.prompts}: no prompt fits in {max_prompt} tokens")
-    print(f"data: {len(recs)} PPO prompts" + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else ""))
+    gold_known = has_meta(recs)  # the world's prompts: the gold judge can score answers (measurement only)
+    print(f"data: {len(recs)} PPO prompts" + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else "")
+          + ("" if gold_known else "; no 'meta' in the prompts, so no gold score is logged"))
 
     def reward_fn(out):
         P = out["prompt_len"]  # rollout layout: left-padded prompt (B, P), then the response (B, R)
         response_mask = torch.cat([torch.zeros_like(out["attn_mask"][:, :P]),
                                    out["response_mask"].to(out["attn_mask"].dtype)], 1)  # (B, T)
-        return rm.score(out["tokens"], out["attn_mask"], response_mask)
+        with on_device(rm, device, cfg.offload):
+            return rm.score(out["tokens"], out["attn_mask"], response_mask)
 
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else None
     kl_coef = cfg.kl_coef
@@ -451,6 +508,8 @@ def main():
         if kl_ctl:
             kl_ctl.value = kl_coef
         print(f"resumed from {cfg.out} at iteration {start}")
+        if W > 1:  # the saved torch RNG state is rank 0's: give every rank its own minibatch order again
+            seed_everything(cfg.seed + ddp.rank() + 7919 * start)
     log_path = os.path.splitext(cfg.out)[0] + "_log.jsonl"
 
     t0 = time.time()
@@ -459,15 +518,20 @@ def main():
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * (1 - it / cfg.iters)  # linear decay to 0
 
-        # 1. sample a batch of prompts
+        # 1. sample a batch of prompts (the same on every rank: one seed), k answers to each;
+        #    under torchrun each rank takes its block of the prompts
         k = cfg.samples_per_prompt
-        batch = [r for r in rng.sample(recs, min(cfg.batch_size // k, len(recs))) for _ in range(k)]
+        chosen = rng.sample(recs, min(cfg.batch_size // k, len(recs)))
+        first, stop = ddp.shard_range(len(chosen))
+        batch = [r for r in chosen[first:stop] for _ in range(k)]
         prompt_ids = [render(tok, r["prompt"])[0] for r in batch]
+        rows = (first * k, len(chosen) * k) if W > 1 else None  # which rows of the whole batch these are
         try:
             stats, out = ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_coef, gen,
-                                       ptx_stream, value_only=it < cfg.value_warmup)
+                                       ptx_stream, value_only=it < cfg.value_warmup, rows=rows, wrapped=wrapped)
         except FloatingPointError as e:
             die(f"iteration {it + 1}: {e}; stopping. The last good checkpoint is {cfg.out}")
+        stats = ddp.all_mean(stats)  # logged numbers: the mean over ranks
         if not all(math.isfinite(v) for v in stats.values()):
             die(f"iteration {it + 1}: non-finite statistics {stats}; the last good checkpoint is {cfg.out}")
         if ema is not None:
@@ -475,12 +539,15 @@ def main():
                 for pe, p in zip(ema.parameters(), policy.parameters()):
                     pe.lerp_(p, 1 - cfg.ema)
         if kl_ctl:
-            kl_ctl.update(stats["kl"], len(batch))
+            kl_ctl.update(stats["kl"], len(batch) * W)
             kl_coef = kl_ctl.value
 
         # measurement only: the noise-free gold judge (PPO never sees it)
         texts = [decode_response(tok, r, m) for r, m in zip(out["response"].tolist(), out["response_mask"].tolist())]
-        stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
+        if gold_known:
+            stats["gold"] = ddp.all_mean({"g": sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)})["g"]
+        if not ddp.is_main():  # rank 0 alone logs and writes checkpoints
+            continue
         stats["iter"], stats["elapsed_s"] = it + 1, time.time() - t0
         stats["phase"] = "value_warmup" if it < cfg.value_warmup else "ppo"
         history.append(stats)
@@ -488,14 +555,14 @@ def main():
             f.write(json.dumps(stats) + "\n")
         bar.write(log_line(it + 1, cfg.iters, **{k: stats[k] for k in (
             "rm_score", "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy",
-            "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold")}))
+            "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold") if k in stats}))
         for w in check_health(stats, it + 1):
             bar.write("WARNING " + w)
         if (it + 1) % cfg.sample_interval == 0 or it == 0:
             for i in range(2):
+                gold = f", gold {judge(batch[i], texts[i])['score']:.2f}" if gold_known else ""
                 bar.write(f"  [{batch[i]['category']}] {batch[i]['prompt'][:70]!r}\n    -> {texts[i]!r} "
-                          f"(score {out['scores'][i].item():+.2f}, kl {out['kl'][i].sum().item():.2f}, "
-                          f"gold {judge(batch[i], texts[i])['score']:.2f})")
+                          f"(score {out['scores'][i].item():+.2f}, kl {out['kl'][i].sum().item():.2f}{gold})")
 
         # atomic checkpoint after every good iteration: an interrupted run loses at most one
         save_checkpoint(dict(stage="ppo", model=(ema or policy).state_dict(), train_policy=policy.state_dict(),
@@ -504,10 +571,12 @@ def main():
                              kl_coef=kl_coef, history=history, rng=rng_state(), gen_state=gen.get_state(),
                              py_rng=rng.getstate()), cfg.out)
     bar.close()
-    if history:
+    if history and ddp.is_main():
         h0, h1 = history[0], history[-1]
+        gold = f" | gold {h0['gold']:.3f} -> {h1['gold']:.3f}" if "gold" in h1 else ""
         print(f"done in {time.time() - t0:.0f}s: RM score {h0['score']:+.3f} -> {h1['score']:+.3f} | "
-              f"KL {h1['kl']:.3f} | gold {h0['gold']:.3f} -> {h1['gold']:.3f} | saved {cfg.out}, log {log_path}")
+              f"KL {h1['kl']:.3f}{gold} | saved {cfg.out}, log {log_path}")
+    ddp.cleanup()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ the paper's RM overfit within one epoch (try --group_pairs=False to see it).
     python reward.py                                     # out/sft.pt + out/comparisons.jsonl -> out/rm.pt
     python reward.py --epochs=1 --max_comparisons=64     # tiny
     python reward.py --data=my_rankings.jsonl            # your own {prompt, responses, ranking}
+    torchrun --nproc_per_node=2 reward.py --device=cpu     # data parallel (ddp.py): same result, N processes
 
 After training, the head is normalised (the loss is shift- and nearly scale-invariant;
 this pins both): a gain so that the SFT policy's own samples score with std 1 (Ziegler et
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import ddp
 from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
                     print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
 from data import DataError, load_comparisons, load_demonstrations
@@ -63,7 +65,9 @@ class RewardConfig:
     demos: str = "data/world/sft.jsonl"  # demonstrations: their mean score is set to 0 after training
     out: str = "out/rm.pt"
     epochs: int = 1  # the paper: 1 (its RM overfits after that)
-    batch_size: int = 8  # prompts per step (each with K responses and C(K,2) pairs)
+    batch_size: int = 8  # prompts per step (each with K responses and C(K,2) pairs), over all ranks
+    grad_accum: int = 1  # split each batch into N micro-batches: same step, 1/N of the activation memory
+    grad_checkpoint: bool = False  # recompute each block's activations in backward (less memory, slower)
     lr: float = 3e-4  # peak; linear decay to 0 (Ziegler et al.)
     warmup_steps: int = 10
     weight_decay: float = 0.0
@@ -153,6 +157,17 @@ def sft_pairs_only(comps):
     return out
 
 
+class Scorer(torch.nn.Module):
+    """rm.score as a module's forward: DistributedDataParallel syncs gradients through forward."""
+
+    def __init__(self, rm):
+        super().__init__()
+        self.rm = rm
+
+    def forward(self, ids, attn, response_mask):
+        return self.rm.score(ids, attn, response_mask)
+
+
 def pearson(a, b):
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     a, b = a - a.mean(), b - b.mean()
@@ -161,10 +176,10 @@ def pearson(a, b):
 
 def main():
     cfg = parse_config(RewardConfig())
+    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
     print_config(cfg)
-    device = get_device(cfg.device)
-    print(f"device {device} | precision {precision_name(device)}")
-    seed_everything(cfg.seed)
+    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
+    seed_everything(cfg.seed + ddp.rank())  # the batch order below uses its own cfg.seed generator
 
     # 1. RM = SFT trunk + a fresh scalar head (the SFT unembedding is simply not used)
     policy, tok, _ = load_policy(cfg.init, device, dropout=0.0)
@@ -173,6 +188,8 @@ def main():
     if cfg.lm_feature:  # start at "reward = head + the SFT model's mean log-likelihood of the answer"
         with torch.no_grad():
             rm.lm_coef.fill_(1.0)
+    rm.lm_coef.requires_grad_(cfg.lm_feature)  # unused (0) in the paper's RM
+    rm.trunk.grad_checkpoint = cfg.grad_checkpoint
     del policy
     count = lambda s: len(tok.encode(s))
     maxlen = rm.trunk.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
@@ -210,6 +227,30 @@ def main():
         epoch, step, history = ck["epoch"], ck["step"], ck["history"]
         rng.setstate(ck["py_rng"])
         print(f"resumed from {last} after epoch {epoch}")
+        if ddp.world() > 1:  # the saved RNG state is rank 0's: give every rank its own again
+            seed_everything(cfg.seed + ddp.rank() + 7919 * step)
+
+    if ddp.world() * cfg.grad_accum > cfg.batch_size:
+        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum "
+            f"({ddp.world()} x {cfg.grad_accum})", 2)
+    scorer = ddp.wrap(Scorer(rm))  # DistributedDataParallel under torchrun
+
+    def batch_loss(items):
+        """The mean comparison loss (and pair accuracy) of a list of batch items."""
+        if cfg.group_pairs:
+            # K forward passes per prompt, all prompts of the batch in one padded forward
+            prompts = [comps[i]["prompt"] for i in items for _ in comps[i]["responses"]]
+            responses = [r for i in items for r in comps[i]["responses"]]
+            scores = scorer(*rm_batch(tok, prompts, responses, device))  # (N,)
+            groups, off = [], 0
+            for i in items:
+                groups.append((off, comps[i]["ranking"]))
+                off += len(comps[i]["responses"])
+            return comparison_loss(scores.float(), groups)
+        prompts = [comps[i]["prompt"] for i, _, _ in items]
+        s = scorer(*rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in items] +
+                             [comps[i]["responses"][l] for i, _, l in items], device)).float()
+        return pairwise_loss(s[: len(items)], s[len(items) :])
 
     t0 = time.time()
     rm.train()
@@ -221,32 +262,29 @@ def main():
             lr = cfg.lr * min((step + 1) / cfg.warmup_steps, 1 - step / total)  # warmup, then linear to 0
             for g in opt.param_groups:
                 g["lr"] = lr
-            with autocast(device):
-                if cfg.group_pairs:
-                    # K forward passes per prompt, all prompts of the batch in one padded forward
-                    prompts = [comps[i]["prompt"] for i in chunk for _ in comps[i]["responses"]]
-                    responses = [r for i in chunk for r in comps[i]["responses"]]
-                    scores = rm.score(*rm_batch(tok, prompts, responses, device))  # (N,)
-                    groups, off = [], 0
-                    for i in chunk:
-                        groups.append((off, comps[i]["ranking"]))
-                        off += len(comps[i]["responses"])
-                    loss, acc = comparison_loss(scores.float(), groups)
-                else:
-                    prompts = [comps[i]["prompt"] for i, _, _ in chunk]
-                    s = rm.score(*rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in chunk] +
-                                                [comps[i]["responses"][l] for i, _, l in chunk], device)).float()
-                    loss, acc = pairwise_loss(s[: len(chunk)], s[len(chunk) :])
-            if not torch.isfinite(loss):
-                die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
+            if len(chunk) < ddp.world() * cfg.grad_accum:  # a last scrap too small to give every rank a share
+                continue
+            # this rank's share of the batch, in grad_accum micro-batches, each weighted by its
+            # share of the batch's items (ddp.py: DDP's average of the ranks is then the batch mean)
+            mine = ddp.shard(chunk)
+            micro = [mine[j :: cfg.grad_accum] for j in range(cfg.grad_accum)]
+            rank_share = ddp.share(len(mine))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for j, part in enumerate(micro):
+                with ddp.no_sync(scorer, sync=j == len(micro) - 1):  # ranks average gradients on the last one
+                    with autocast(device):
+                        loss, acc = batch_loss(part)
+                    if not torch.isfinite(loss):
+                        die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
+                    (loss * (len(part) / len(mine) * rank_share)).backward()
             torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
             if step % cfg.log_interval == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
         epoch += 1
+        if not ddp.is_main():  # rank 0 alone evaluates and writes checkpoints
+            continue
         tr_acc, tr_loss = evaluate_comparisons(rm, tok, comps[:500], device)
         v_acc, v_loss = evaluate_comparisons(rm, tok, val, device) if val else (float("nan"),) * 2
         history.append(dict(epoch=epoch, train_acc=tr_acc, train_loss=tr_loss, val_acc=v_acc, val_loss=v_loss))
@@ -255,6 +293,9 @@ def main():
         save_checkpoint(dict(stage="reward_partial", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
                              optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
                              step=step, history=history), last)
+
+    if not ddp.is_main():
+        return ddp.cleanup()
 
     # 3. normalise: a gain so the SFT policy's samples score with std 1 (Ziegler et al.), then a
     #    bias so the labelers' demonstrations score mean 0 (the paper). Both go into the head:
@@ -314,6 +355,7 @@ def main():
                          config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, history=history,
                          report=report, **stats), cfg.out)
     print(f"saved {cfg.out} in {time.time() - t0:.0f}s")
+    ddp.cleanup()
 
 
 if __name__ == "__main__":

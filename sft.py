@@ -8,6 +8,7 @@ the loss on the response tokens only, so it learns to answer instead of to conti
     python sft.py --epochs=1 --max_demos=64 --n_eval=16    # a tiny run on CPU
     python sft.py --init=path/to/gpt2_dir --device=cuda    # a Hugging Face GPT-2 directory
     python sft.py --resume=True
+    torchrun --nproc_per_node=2 sft.py --device=cpu        # data parallel (ddp.py): same result, N processes
 
 Each epoch reports the validation loss, the held-out PRETRAINING loss (SFT must not make
 the model forget its corpus: that is the alignment tax before any RL), and a preference
@@ -40,6 +41,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+import ddp
 from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
                     print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
 from data import DataError, has_meta, load_demonstrations, read_corpus
@@ -56,7 +58,9 @@ class SFTConfig:
     data: str = "data/world/sft.jsonl"  # demonstrations {prompt, response, category, labeler, ...}
     out: str = "out/sft.pt"  # best checkpoint (by --select); out/sft.pt.last holds the latest for --resume
     epochs: int = 6  # gold and the labelers' rating still rose at 6 (README)
-    batch_size: int = 16
+    batch_size: int = 16  # demonstrations per optimizer step, over all ranks and micro-batches
+    grad_accum: int = 1  # split each batch into N micro-batches: same step, 1/N of the activation memory
+    grad_checkpoint: bool = False  # recompute each block's activations in backward (less memory, ~30% slower)
     lr: float = 1e-3  # peak; linear warmup then cosine decay to lr * min_lr_frac
     min_lr_frac: float = 0.1
     warmup_steps: int = 20
@@ -172,13 +176,14 @@ def main():
     cfg = parse_config(SFTConfig())
     if cfg.select not in ("preference", "val_loss", "last"):
         die(f"--select must be preference, val_loss or last; got {cfg.select!r}", 2)
+    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
     print_config(cfg)
-    device = get_device(cfg.device)
-    print(f"device {device} | precision {precision_name(device)}")
-    seed_everything(cfg.seed)
+    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
+    seed_everything(cfg.seed + ddp.rank())  # per-rank dropout masks; the data order below uses cfg.seed alone
 
     # 1. the policy starts from the base model, with dropout switched on for fine-tuning
     model, tok, init_ckpt = load_policy(cfg.init, device, dropout=cfg.dropout)
+    model.grad_checkpoint = cfg.grad_checkpoint
     max_tokens = model.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
     try:
         demos = load_demonstrations(cfg.data, max_tokens=max_tokens, count_tokens=lambda s: len(tok.encode(s)))
@@ -225,7 +230,13 @@ def main():
         epoch, step, best, history = ck["epoch"], ck["step"], ck["best"], ck["history"]
         best_epoch = ck["best_epoch"]
         print(f"resumed from {last_path} after epoch {epoch}")
-    fwd = torch.compile(model) if cfg.compile else model
+        if ddp.world() > 1:  # the saved RNG state is rank 0's: give every rank its own again
+            seed_everything(cfg.seed + ddp.rank() + 7919 * step)
+    wrapped = ddp.wrap(model)  # DistributedDataParallel under torchrun, the model itself otherwise
+    fwd = torch.compile(wrapped) if cfg.compile else wrapped
+    if ddp.world() * cfg.grad_accum > cfg.batch_size:
+        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum "
+            f"({ddp.world()} x {cfg.grad_accum})", 2)
 
     def ckpt_dict(**extra):
         return dict(stage="sft", model=model.state_dict(), model_config={**asdict(model.config), "dropout": 0.0},
@@ -243,37 +254,51 @@ def main():
         return h, texts
 
     # 2. epochs over the demonstrations, loss on response tokens only
-    if epoch == 0:
+    if epoch == 0 and ddp.is_main():
         h, _ = measure()
         print(log_line(0, cfg.epochs, **{k: v for k, v in h.items() if k != "epoch" and v is not None}))
     t0 = time.time()
     while epoch < cfg.epochs:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        ptx_gen = torch.Generator().manual_seed(cfg.seed + 1000 + epoch)  # per epoch: resumes reproducibly
+        ptx_gen = torch.Generator().manual_seed(cfg.seed + 1000 + epoch + 7919 * ddp.rank())  # per epoch and rank
         model.train()
         bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
         for b in bar:
             chunk = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            x, y = sft_batch(tok, [d["prompt"] for d in chunk], [d["response"] for d in chunk], device)
+            if len(chunk) < ddp.world() * cfg.grad_accum:  # a last scrap too small to give every rank a share
+                continue
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, cfg)
-            with autocast(device):
-                _, sft_loss = fwd(x, y)
-                loss = sft_loss
-                if ptx is not None:  # the pretraining LM loss joins the same step
-                    px, py = get_batch(ptx, cfg.ptx_batch_size, cfg.ptx_ctx, ptx_gen)
-                    _, ptx_loss = fwd(px.to(device), py.to(device))
-                    loss = loss + cfg.ptx_coef * ptx_loss
-            if not torch.isfinite(loss):
-                die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last_path}")
+            # this rank's share of the batch, in grad_accum micro-batches; each micro-batch's mean
+            # loss is weighted by its share of the batch's answer tokens (ddp.py: the exact mean)
+            mine = ddp.shard(chunk)
+            micro = [sft_batch(tok, [d["prompt"] for d in mb], [d["response"] for d in mb], device)
+                     for mb in (mine[j :: cfg.grad_accum] for j in range(cfg.grad_accum))]
+            n_tok = [int((y != -1).sum()) for _, y in micro]
+            rank_share = ddp.share(sum(n_tok))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for j, (x, y) in enumerate(micro):
+                last = j == len(micro) - 1
+                with ddp.no_sync(wrapped, sync=last):  # ranks average gradients on the last one
+                    with autocast(device):
+                        _, sft_loss = fwd(x, y)
+                        loss = sft_loss * (n_tok[j] / max(1, sum(n_tok)) * rank_share)
+                        if ptx is not None and last:  # the pretraining LM loss joins the same step
+                            n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
+                            px, py = get_batch(ptx, n_ptx, cfg.ptx_ctx, ptx_gen)
+                            _, ptx_loss = fwd(px.to(device), py.to(device))
+                            loss = loss + cfg.ptx_coef * ptx_loss
+                    if not torch.isfinite(loss):
+                        die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last_path}")
+                    loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
             if step % cfg.log_interval == 0:
                 bar.set_postfix(loss=f"{sft_loss.item():.3f}")
         epoch += 1
+        if not ddp.is_main():  # rank 0 alone measures, selects and writes checkpoints
+            continue
 
         # 3. each epoch: validation loss, corpus loss and the preference signal; keep the best by --select
         h, texts = measure()
@@ -292,6 +317,9 @@ def main():
         save_checkpoint(ckpt_dict(optimizer=opt.state_dict(), rng=rng_state(), best=best, best_epoch=best_epoch),
                         last_path)
 
+    if not ddp.is_main():
+        return ddp.cleanup()
+
     # 4. the table, and the paper's observation if it appears: val loss rises while preference improves
     cols = ["val_loss", "corpus_loss", signal_name, "gold"]
     print("epoch | " + " | ".join(cols) + "   (gold: measurement only)")
@@ -305,6 +333,8 @@ def main():
             print(f"as in the paper: validation loss was lowest at epoch {best_loss['epoch']}, "
                   f"but the preference signal kept improving until epoch {best_pref['epoch']}")
     print(f"done in {time.time() - t0:.0f}s; {cfg.out} holds epoch {best_epoch} (selected by {cfg.select})")
+    ddp.cleanup()
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 """Strict loaders for the world's files and your own. Every problem raises DataError naming
 the file and line, e.g. `data/world/sft.jsonl:17: missing field 'response'`.
 
-    prompts        {"id", "prompt", "category", "split", "lang", "meta"}   (the world's files)
+    prompts        {"prompt"} + optional "id", "category", "split", "lang", "meta"
+                   (the world's files have them all; any file of the other two kinds works too)
     demonstrations {"prompt", "response"} + optional prompt fields and "labeler"
     comparisons    {"prompt", "responses": [K >= 2 distinct strings],
                     "ranking": [best first, a permutation of range(K)]}
@@ -27,7 +28,7 @@ class DataError(ValueError):
     """Malformed data file; the message starts with 'path:line:'."""
 
 
-_PROMPT_FIELDS = {"id": str, "prompt": str, "category": str, "split": str, "lang": str, "meta": dict}
+_PROMPT_OPTIONAL = {"id": str, "category": str, "split": str, "lang": str, "meta": dict}
 _DEMO_FIELDS = {"prompt": str, "response": str}
 _DEMO_OPTIONAL = {"id": str, "category": str, "split": str, "lang": str, "meta": dict, "labeler": str}
 _COMP_FIELDS = {"prompt": str, "responses": list, "ranking": list}
@@ -83,12 +84,13 @@ def _records(path, fields, optional=None):
         yield i, rec
 
 
-def _fill_defaults(rec, path, line_no):
+def _fill_defaults(rec, path, line_no, labeler=True):
     """What the stages print and log for a record, when your own file leaves it out."""
     stem = os.path.splitext(os.path.basename(path))[0]
     rec.setdefault("id", f"{stem}-{line_no}")
     rec.setdefault("category", "unknown")
-    rec.setdefault("labeler", "unknown")
+    if labeler:
+        rec.setdefault("labeler", "unknown")
     return rec
 
 
@@ -109,8 +111,8 @@ def _check_len(where, prompt, response, max_tokens, count_tokens, what="response
 
 
 def load_prompts(path):
-    """List of prompt records (dicts)."""
-    return [rec for _, rec in _records(path, _PROMPT_FIELDS)]
+    """List of prompt records: 'prompt', 'id', 'category' (+ any others, kept)."""
+    return [_fill_defaults(rec, path, i, labeler=False) for i, rec in _records(path, {"prompt": str}, _PROMPT_OPTIONAL)]
 
 
 def load_demonstrations(path, max_tokens=None, count_tokens=None):
