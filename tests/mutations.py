@@ -2,7 +2,7 @@
 Do the math tests fail when the math is wrong? Each case breaks one formula in a COPY of the
 repository and runs the test that names it; every case must print CAUGHT.
 
-    python tests/mutations.py        # ~30 s; not part of pytest (it edits files, in a temp copy)
+    python tests/mutations.py        # ~2 min; not part of pytest (it edits files, in a temp copy)
 """
 import os
 import shutil
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 cases = [
  ("ppo.py", "last = delta + gamma * lam * last", "last = delta + gamma * last", "tests/test_ppo.py", "gae"),
  ("ppo.py", "delta = rewards[:, t] + gamma * next_value - values[:, t]", "delta = rewards[:, t] + next_value - values[:, t]", "tests/test_ppo.py", "gae"),
- ("ppo.py", "var = masked_mean((x - mean) ** 2, mask)  # biased", "var = ((x - mean) ** 2 * mask).sum() / (mask.sum() - 1)  # biased", "tests/test_ppo.py", "whiten"),
+ ("ppo.py", "var = ddp.all_sum(((x - mean) ** 2 * mask).sum()) / n  # biased", "var = ddp.all_sum(((x - mean) ** 2 * mask).sum()) / (n - 1)  # biased", "tests/test_ppo.py", "whiten"),
  ("ppo.py", "pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)", "pg_loss = masked_mean(pg_losses, mask)", "tests/test_ppo.py", "clipped"),
  ("ppo.py", "vf_losses = torch.max((vpred - returns) ** 2, (vclipped - returns) ** 2)", "vf_losses = (vpred - returns) ** 2", "tests/test_ppo.py", "value_loss"),
  ("ppo.py", "return torch.expm1(log_r) - log_r", "return torch.expm1(log_r)", "tests/test_ppo.py", "k3"),
@@ -26,6 +26,10 @@ cases = [
  ("reward.py", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a, len(ranking))]", "tests/test_sft_reward.py", "ranked_pairs"),
  ("reward.py", "keep = [i for i, s in enumerate(c[\"sources\"]) if s.startswith(\"sft\")]", "keep = [i for i, s in enumerate(c[\"sources\"]) if not s.startswith(\"demo\")]", "tests/test_sft_reward.py", "sft_pairs_only"),
  ("sft.py", "unseen[render(tok, d[\"prompt\"], d[\"response\"])[0]] = False", "unseen[render(tok, d[\"prompt\"])[0]] = False", "tests/test_sft_reward.py", "unseen"),
+ # data parallel: the exact global mean, the whole batch's sampling noise, whitening over all ranks
+ ("ddp.py", "return world() * float(n_local) / max(n_all, 1.0)", "return 1.0", "tests/test_ddp.py", "match"),
+ ("model.py", "u = torch.rand(total, 1, device=cdf.device, generator=generator)[first : first + cdf.size(0)]", "u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)", "tests/test_ddp.py", "match"),
+ ("ppo.py", "mean = ddp.all_sum((x * mask).sum()) / n", "mean = (x * mask).sum() / mask.sum()", "tests/test_ddp.py", "match"),
 ]
 
 

@@ -1,0 +1,112 @@
+"""Data parallel (ddp.py): sft.py, reward.py and ppo.py under torchrun with 2 CPU processes
+(gloo) end with the same weights as one process -- and as one process with --grad_accum=2.
+
+Why they can match exactly (to float rounding): every rank reads the same seeded batch order
+and takes its share; ddp.share weights each rank's mean loss so DDP's average of the ranks is
+the whole batch's mean; PPO's rollouts draw the uniforms of the whole batch (model.generate's
+`rows`) and whiten advantages over all ranks. Dropout is 0 here (per-rank masks differ by
+design), and PPO uses one minibatch per epoch (with several, each rank shuffles its own rows:
+the same distribution, not the same minibatches).
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig
+from tokenizer import Tokenizer, train_bpe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+WORDS = "red blue green cat dog sun moon tree river stone paris rome one two three yes no".split()
+
+
+def run(script, args, nproc=1):
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    r = subprocess.run(launcher + [script, "--device=cpu"] + args, cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A random tiny base model in our checkpoint format, demonstrations, comparisons, prompts."""
+    d = tmp_path_factory.mktemp("ddp")
+    rng = random.Random(0)
+    sent = lambda n: " ".join(rng.choice(WORDS) for _ in range(n))  # noqa: E731
+    tok = Tokenizer(train_bpe(" ".join(sent(200) for _ in range(5)), 300))
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    torch.save(dict(stage="pretrain", model=GPT(cfg).state_dict(), model_config=asdict(cfg), tokenizer=tok.to_dict(),
+                    config={}), d / "base.pt")
+    lines = lambda name, recs: (d / name).write_text("".join(json.dumps(r) + "\n" for r in recs))  # noqa: E731
+    lines("demos.jsonl", [{"prompt": sent(4), "response": sent(rng.randint(1, 6))} for _ in range(35)])  # 32 train: 4 steps of 8
+    lines("comps.jsonl", [{"prompt": sent(4), "responses": [sent(2), sent(3), sent(4)],
+                           "ranking": rng.sample(range(3), 3)} for _ in range(20)])
+    lines("prompts.jsonl", [{"prompt": sent(4)} for _ in range(12)])
+    return d
+
+
+def weights(path, key="model"):
+    return torch.load(path, map_location="cpu", weights_only=True)[key]
+
+
+def assert_same(a, b, what, tol=2e-5):
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert set(a) == set(b) and worst < tol, f"{what}: max |difference| {worst:.2e}"
+
+
+def test_two_processes_and_grad_accum_match_one_process(files):
+    d = files
+    common = {
+        "sft.py": [f"--init={d}/base.pt", f"--data={d}/demos.jsonl", "--epochs=1", "--batch_size=8",
+                   "--dropout=0.0", "--ptx_data=", "--heldout=", "--n_eval=2", "--max_new_tokens=4",
+                   "--select=last", "--warmup_steps=1", "--lr=3e-3"],
+        "reward.py": [f"--init={d}/base.pt", f"--data={d}/comps.jsonl", "--val=", "--val_heldout=",
+                      f"--demos={d}/demos.jsonl", "--batch_size=4", "--warmup_steps=1", "--lr=3e-3"],
+    }
+    out = {}
+    for script, args in common.items():
+        name = {"sft.py": "sft.pt", "reward.py": "rm.pt"}[script]
+        for tag, nproc, extra in (("one", 1, []), ("two", 2, []), ("accum", 1, ["--grad_accum=2"])):
+            run(script, args + extra + [f"--out={d}/{tag}_{name}"], nproc)
+        out[name] = {tag: weights(f"{d}/{tag}_{name}") for tag in ("one", "two", "accum")}
+        # every optimizer step happened (a loop variable once shadowed the batch list: 1 step, not 5)
+        steps = torch.load(f"{d}/two_{name}.last", weights_only=True)["step"]
+        assert steps == {"sft.pt": 4, "rm.pt": 5}[name], (name, steps)
+    base = weights(f"{d}/base.pt")
+    assert (out["sft.pt"]["one"]["lm_head.weight"] - base["lm_head.weight"]).abs().max() > 1e-3  # it trained
+    for name, w in out.items():
+        assert_same(w["one"], w["two"], f"{name}: 2 processes vs 1")
+        assert_same(w["one"], w["accum"], f"{name}: --grad_accum=2 vs 1")
+
+    # PPO from the SFT and RM above: 4 prompts x 2 answers per iteration, one minibatch per epoch
+    ppo = [f"--policy={d}/one_sft.pt", f"--rm={d}/one_rm.pt", f"--prompts={d}/prompts.jsonl", "--ptx_data=",
+           "--iters=3", "--batch_size=8", "--samples_per_prompt=2", "--minibatch_size=8", "--value_warmup=1",
+           "--max_new_tokens=8", "--lr=1e-3"]
+    for tag, nproc, extra in (("one", 1, []), ("two", 2, []), ("accum", 1, ["--grad_accum=2"])):
+        log = run("ppo.py", ppo + extra + [f"--out={d}/{tag}_ppo.pt"], nproc)
+        assert "no gold score is logged" in log  # prompts without meta
+    one = torch.load(f"{d}/one_ppo.pt", weights_only=True)
+    for tag in ("two", "accum"):
+        other = torch.load(f"{d}/{tag}_ppo.pt", weights_only=True)
+        assert_same(one["model"], other["model"], f"PPO policy: {tag} vs one")
+        assert_same(one["value_model"], other["value_model"], f"PPO value: {tag} vs one")
+        for a, b in zip(one["history"], other["history"]):  # the same rollouts: same scores and KL
+            assert abs(a["rm_score"] - b["rm_score"]) < 1e-4 and abs(a["kl"] - b["kl"]) < 1e-4, (tag, a, b)
+    assert (one["model"]["lm_head.weight"] - weights(f"{d}/one_sft.pt")["lm_head.weight"]).abs().max() > 1e-4
+
+
+def test_batch_too_small_for_the_ranks_is_a_clear_error(files):
+    d = files
+    r = subprocess.run([sys.executable, "sft.py", "--device=cpu", f"--init={d}/base.pt", f"--data={d}/demos.jsonl",
+                        "--batch_size=2", "--grad_accum=4", "--heldout=", "--ptx_data=", f"--out={d}/x.pt"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--batch_size=2 is smaller than ranks x --grad_accum (1 x 4)" in r.stderr
