@@ -14,11 +14,18 @@ fact-completion accuracy: our "public NLP benchmarks").
     python evaluate.py                                      # every stage's default outputs
     python evaluate.py --max_prompts=40 --models=base=out/base.pt,sft=out/sft.pt,ppo_ptx=out/ppo_ptx.pt
     python evaluate.py --models=base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt --ppo_logs=
+    python evaluate.py --prompts=my_prompts.jsonl --rm=out/rm.pt --models=sft=out/sft.pt,ppo=out/ppo.pt \
+        --probes= --heldout_corpus=my_text.txt          # your own prompts: judged by a reward model
 
 A model named `prompted...` is the base checkpoint with the few-shot examples of
 --fewshot put in front of every prompt: the paper's "prompted GPT-3". It is asked in the
 few-shot page's own format ("Question: <prompt>" / "Answer:") and its answer is the
 rest of that line: the base model never saw the chat tokens that `render` adds.
+Prompts without the world's `meta` (your own, public data) can be judged by neither the
+gold judge nor the simulated labelers; then --rm is required and the report is by that
+reward model instead (`rm_judged`): mean RM score per model, win rates vs the reference
+by RM score, and the alignment tax if --heldout_corpus / --probes are given.
+
 Writes into --out_dir: report.md (tables, samples), results.json (every number),
 responses.jsonl (every answer with its gold score) and, when matplotlib is installed,
 winrate_vs_size.png, overoptimization.png and alignment_tax.png.
@@ -47,10 +54,10 @@ import torch
 from tqdm import tqdm
 
 from common import autocast, die, get_device, parse_config, precision_name, print_config, seed_everything
-from data import DataError, load_prompts, read_corpus
+from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import heldout_labelers, judge, prefer, train_labelers
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
-from report import main_table, make_figures, pair_key, render_report
+from report import main_table, make_figures, md_cell, md_table, num, pair_key, pct, pct_ci, render_report
 from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, qa_prompt, rm_batch,
                     sample_prompted, sample_responses)
 from tokenizer import render
@@ -722,6 +729,57 @@ def print_summary(results, out_dir):
     print(f"wrote {os.path.join(out_dir, 'report.md')}, results.json, responses.jsonl")
 
 
+def rm_judged(cfg, recs, loaded, models, responses, held_docs, probes, device, bs=64):
+    """The report for prompts without `meta`: every model's answers scored by the reward
+    model --rm, win rates vs the reference by RM score (1 = higher, 0.5 = equal), response
+    lengths, and the alignment tax where a corpus / probes are given. Writes report.md,
+    results.json and responses.jsonl into cfg.out_dir."""
+    rm, _ = load_reward_model(cfg.rm, device)
+    tok = loaded[models[cfg.reference]["path"]][1]
+    scores = {}
+    for name in models:
+        with torch.no_grad(), autocast(device):
+            scores[name] = torch.cat([rm.score(*rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
+                                                         responses[name][i : i + bs], device)).float().cpu()
+                                      for i in range(0, len(recs), bs)]).tolist()
+    ref = scores[cfg.reference]
+    alignment_tax(cfg, models, loaded, held_docs, probes, device)
+    rows = []
+    for name, m in models.items():
+        s = scores[name]
+        m["rm_score"] = sum(s) / len(s)
+        m["words"] = sum(len(t.split()) for t in responses[name]) / len(recs)
+        m["win_vs_reference_by_rm"] = win_summary([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(s, ref)])
+        w = m["win_vs_reference_by_rm"]
+        rows.append([name, f"{m['rm_score']:+.3f}", "-" if name == cfg.reference else pct_ci(w),
+                     f"{m['words']:.1f}", num(m["heldout_loss"]), pct(m["probe_acc"])])
+    note = ("Judged by the reward model " + cfg.rm + ", not by people: the prompts carry no `meta`, so neither the "
+            "gold judge nor the simulated labelers apply. PPO was trained to raise this very score, so its rows "
+            "are flattered, as is best-of-N (chosen by the same model); a reward model trained on other "
+            "comparisons is a fairer judge.")
+    report = ["# Evaluation by a reward model", "", note, "",
+              f"{len(recs)} prompts from {cfg.prompts}; every model sampled at its temperature with the same seeds.", "",
+              md_table(["model", "mean RM score", f"win vs {cfg.reference} by RM [95% CI]", "words",
+                        "held-out LM loss", "probes"], rows), "", "## Samples", ""]
+    for i in range(min(cfg.n_samples, len(recs))):
+        report.append(f"**{md_cell(recs[i]['prompt'])}**\n")
+        report += [f"- {n} ({scores[n][i]:+.2f}): {md_cell(responses[n][i])}" for n in models] + [""]
+    results = dict(config=asdict(cfg), judge="reward_model", note=note, reference=cfg.reference,
+                   n_prompts=len(recs), models=models)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    with open(os.path.join(cfg.out_dir, "report.md"), "w") as f:
+        f.write("\n".join(report) + "\n")
+    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
+        json.dump(_json_safe(results), f, indent=1)
+    with open(os.path.join(cfg.out_dir, "responses.jsonl"), "w") as f:
+        for i, r in enumerate(recs):
+            f.write(json.dumps(dict(id=r["id"], prompt=r["prompt"], answers={
+                n: dict(response=responses[n][i], rm_score=scores[n][i]) for n in models})) + "\n")
+    print("\n" + md_table(["model", "mean RM score", f"win vs {cfg.reference} by RM", "words", "held-out LM loss",
+                          "probes"], rows))
+    print(f"\n{note}\nwrote {os.path.join(cfg.out_dir, 'report.md')}, results.json, responses.jsonl")
+
+
 # -----------------------------------------------------------------------------
 
 
@@ -735,6 +793,9 @@ def main():
 
     # 1. data: the held-out prompts (optionally a seeded subset), corpus, probes, few-shot prefix
     recs, held_docs, probes, fewshot = load_data(cfg, specs)
+    if not has_meta(recs) and not cfg.rm:
+        die(f"{cfg.prompts}: the prompts carry no 'meta', so neither the gold judge nor the simulated labelers "
+            "can score answers; pass --rm=out/rm.pt to compare the models by a reward model", 2)
 
     # 2. models: each path loaded once; the prompts every model can answer; few-shot pages
     loaded, models = load_models(cfg, specs, temps, device)
@@ -759,6 +820,9 @@ def main():
         models[name] = dict(models[cfg.reference], best_of=cfg.best_of)  # same checkpoint, size, temperature
         roles["best_of_n"] = name
         print(f"{name}: the best of {cfg.best_of} samples of {cfg.reference} by {cfg.rm}")
+
+    if not has_meta(recs):  # your own prompts: the reward model is the only judge
+        return rm_judged(cfg, recs, loaded, models, responses, held_docs, probes, device)
 
     # 4. gold judgements and per-model metrics
     for name, m in models.items():

@@ -10,6 +10,17 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
     python pipeline.py --out=runs/a  # another output folder
     python pipeline.py --seed=1      # another world AND other training seeds -> out/seed1/
 
+GPT-2 and your own data (or public data, converted by `python -m data.convert`):
+
+    python pipeline.py --preset=gpt2 --init=path/to/gpt2_dir --sft_data=alpaca_sft.jsonl \
+        --comparisons=hh_rm.jsonl [--ptx_data=text.txt] [--heldout=text.txt] [--nproc=N] [--out=out/gpt2]
+
+    split (data.split: RM train/val, PPO and evaluation prompts) -> SFT from the GPT-2
+    directory -> reward model -> PPO (and PPO-ptx with --ptx_data) -> evaluation by the RM
+
+presets/gpt2.json holds that recipe's settings; --quick adds presets/gpt2_quick.json (tiny,
+for a test or a CPU). --nproc=N runs SFT, RM and PPO under `torchrun --nproc_per_node=N`.
+
 Each stage is one of the flat scripts, run as a subprocess with the arguments below, so
 anything the pipeline does you can do by hand. A stage that finished is not redone (its
 stamp is in <out>/.done/); an interrupted stage is resumed (--resume=True). The quick
@@ -67,31 +78,94 @@ def stages(out, world, seed=0):
     return [(n, cmd + ([f"--seed={1337 + seed}"] if n not in ("world", "tokenizer") else []), r) for n, cmd, r in plan]
 
 
+def gpt2_stages(out, opts, seed=0):
+    """The pipeline on a Hugging Face GPT-2 directory and your own files (opts: init, sft_data,
+    comparisons, ptx_data, heldout, nproc). No world, no simulated labelers: the comparisons
+    are the labels, and the trained reward model is the judge of the evaluation."""
+    py = [sys.executable]
+    train = py + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts['nproc']}"]
+                  if int(opts["nproc"]) > 1 else [])
+    ptx, held = opts["ptx_data"], opts["heldout"]
+    plan = [
+        ("split", py + ["-m", "data.split", opts["comparisons"], out, f"--seed={seed}"], False),
+        ("sft", train + ["sft.py", f"--init={opts['init']}", f"--data={opts['sft_data']}", f"--out={out}/sft.pt",
+                         f"--heldout={held}", f"--ptx_data={ptx}", f"--seed={1337 + seed}"], True),
+        ("reward", train + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons_train.jsonl",
+                            f"--val={out}/comparisons_val.jsonl", "--val_heldout=", f"--demos={opts['sft_data']}",
+                            f"--out={out}/rm.pt", f"--seed={1337 + seed}"], True),
+        ("ppo", train + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", f"--prompts={out}/ppo_prompts.jsonl",
+                         "--ptx_data=", f"--out={out}/ppo.pt", f"--seed={1337 + seed}"], True),
+    ]
+    models = f"base={opts['init']},sft={out}/sft.pt,ppo={out}/ppo.pt"
+    logs = f"{out}/ppo_log.jsonl"
+    if ptx:
+        plan.append(("ppo_ptx", train + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
+                                         f"--prompts={out}/ppo_prompts.jsonl", f"--ptx_data={ptx}", "--ptx_coef=1.0",
+                                         f"--out={out}/ppo_ptx.pt", f"--seed={1337 + seed}"], True))
+        models += f",ppo_ptx={out}/ppo_ptx.pt"
+        logs += f",{out}/ppo_ptx_log.jsonl"
+    plan.append(("evaluate", py + ["evaluate.py", f"--models={models}", f"--prompts={out}/eval_prompts.jsonl",
+                                   f"--rm={out}/rm.pt", "--probes=", "--fewshot=", f"--heldout_corpus={held}",
+                                   f"--ppo_logs={logs}",
+                                   f"--out_dir={out}", f"--seed={1337 + seed}"], False))
+    return plan
+
+
+GPT2_OPTS = {"init": None, "sft_data": None, "comparisons": None, "ptx_data": "", "heldout": "", "nproc": "1"}
+
+
+def fail(msg):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     quick = "--quick" in argv
-    seed_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--seed=")), "0")
+    opts = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--") and "=" in a}
+    seed_arg = opts.pop("seed", "0")
     if not seed_arg.isdigit():
-        print(f"error: --seed={seed_arg}: expected a non-negative integer", file=sys.stderr)
-        sys.exit(2)
+        fail(f"--seed={seed_arg}: expected a non-negative integer")
     seed = int(seed_arg)
-    default_out = ("out/quick" if quick else "out") + (f"/seed{seed}" if seed else "")
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), default_out)
-    redo = next((a.split("=", 1)[1] for a in argv if a.startswith("--redo=")), None)
+    preset = opts.pop("preset", "world")
+    if preset not in ("world", "gpt2"):
+        fail(f"--preset={preset}: expected 'world' (the default: the synthetic world) or 'gpt2'")
+    gpt2 = preset == "gpt2"
+    default_out = ("out/gpt2" if gpt2 else "out") + ("/quick" if quick else "") + (f"/seed{seed}" if seed else "")
+    out = opts.pop("out", default_out)
+    redo = opts.pop("redo", None)
+    known = ("--quick, --seed=N, --out=DIR, --redo=STAGE, --preset=gpt2" +
+             (", " + ", ".join(f"--{k}=..." for k in GPT2_OPTS) if gpt2 else ""))
     for a in argv:
-        if a not in ("--quick",) and not a.startswith(("--out=", "--redo=", "--seed=")):
-            print(f"error: unknown argument {a!r} (expected --quick, --seed=N, --out=DIR, --redo=STAGE)",
-                  file=sys.stderr)
-            sys.exit(2)
-    world = os.path.join(out, "world") if quick or seed else "data/world"
-    plan = stages(out, world, seed)
+        if a != "--quick" and ("=" not in a or not a.startswith("--")):
+            fail(f"unknown argument {a!r} (expected {known})")
+    for k in opts:
+        if not gpt2 or k not in GPT2_OPTS:
+            fail(f"unknown argument --{k}=... (expected {known})")
+    if gpt2:
+        g = {**GPT2_OPTS, **opts}
+        missing = [k for k, v in g.items() if v is None]
+        if missing:
+            fail("--preset=gpt2 needs " + ", ".join(f"--{k}=" for k in missing) + " (a GPT-2 directory, "
+                 "demonstrations and comparisons: README, 'GPT-2 and your own data')")
+        for k in ("init", "sft_data", "comparisons", "ptx_data", "heldout"):
+            if g[k] and not os.path.exists(g[k]):
+                fail(f"--{k}={g[k]}: no such file or directory")
+        if not g["nproc"].isdigit() or int(g["nproc"]) < 1:
+            fail(f"--nproc={g['nproc']}: expected a positive integer")
+        world = None
+        plan = gpt2_stages(out, g, seed)
+    else:
+        world = os.path.join(out, "world") if quick or seed else "data/world"
+        plan = stages(out, world, seed)
     names = [n for n, _, _ in plan]
     if redo is not None and redo not in names:
-        print(f"error: --redo={redo}: no such stage; stages are {', '.join(names)}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"--redo={redo}: no such stage; stages are {', '.join(names)}")
     overrides = {}
-    if quick:
-        with open(os.path.join(HERE, "presets", "quick.json")) as f:
-            overrides = json.load(f)
+    for name in (["gpt2"] if gpt2 else []) + (["gpt2_quick" if gpt2 else "quick"] if quick else []):
+        with open(os.path.join(HERE, "presets", name + ".json")) as f:
+            for stage, args in json.load(f).items():
+                if not stage.startswith("_"):  # "_note": a comment
+                    overrides[stage] = overrides.get(stage, []) + args
     done_dir = os.path.join(out, ".done")
     os.makedirs(done_dir, exist_ok=True)
     fresh = set(names[names.index(redo):]) if redo is not None else set()
@@ -100,7 +174,7 @@ def main(argv):
             if os.path.exists(os.path.join(done_dir, n)):
                 os.remove(os.path.join(done_dir, n))
 
-    print(f"pipeline: {'quick' if quick else 'default'} run -> {out}/ (world in {world}/)")
+    print(f"pipeline: {'quick' if quick else 'default'} {preset} run -> {out}/" + (f" (world in {world}/)" if world else ""))
     times, t_all = [], time.time()
     for name, cmd, resumable in plan:
         stamp = os.path.join(done_dir, name)

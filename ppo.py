@@ -350,7 +350,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
                     ptx_loss = torch.zeros((), device=device)
                     if cfg.ptx_coef > 0 and ptx_stream is not None and not value_only and last:
                         n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
-                        x, y = get_batch(ptx_stream, n_ptx, cfg.ptx_ctx, generator_cpu(generator))
+                        x, y = get_batch(ptx_stream, n_ptx, min(cfg.ptx_ctx, policy.config.block_size),
+                                         generator_cpu(generator))
                         with autocast(dev):
                             _, ptx_loss = policy_w(x.to(device), y.to(device))
                         loss = loss + cfg.ptx_coef * ptx_loss

@@ -302,7 +302,10 @@ def main():
     #    r' = gain * (r - demo_mean) = (gain * w) . h + gain * (b - demo_mean)
     rm.eval()
     stats = dict(demo_mean=float("nan"), demo_std=float("nan"), bias_shift=0.0, gain=1.0)
-    sft_samples = [(c["prompt"], r) for c in comps for r, s in zip(c["responses"], c.get("sources", [])) if
+    # the SFT policy's own samples, which collect.py marks in `sources`; comparisons without
+    # sources (your own, public data) have only other people's answers: all of them stand in
+    sft_samples = [(c["prompt"], r) for c in comps for r, s in zip(c["responses"], c.get("sources") or
+                                                                   ["sft"] * len(c["responses"])) if
                    s.startswith("sft")][:2000]
     if sft_samples:
         sft_scores = score_texts(rm, tok, *map(list, zip(*sft_samples)), device)

@@ -249,7 +249,7 @@ def main():
         h = dict(epoch=epoch, val_loss=val_loss(model, tok, val, cfg.batch_size, device), labelers=labelers,
                  gold=gold, rm_score=rms)
         if held is not None:
-            h["corpus_loss"] = heldout_loss(model, held, 128, 16, 8, device)
+            h["corpus_loss"] = heldout_loss(model, held, min(128, model.config.block_size), 16, 8, device)
         history.append(h)
         return h, texts
 
@@ -285,7 +285,7 @@ def main():
                         loss = sft_loss * (n_tok[j] / max(1, sum(n_tok)) * rank_share)
                         if ptx is not None and last:  # the pretraining LM loss joins the same step
                             n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
-                            px, py = get_batch(ptx, n_ptx, cfg.ptx_ctx, ptx_gen)
+                            px, py = get_batch(ptx, n_ptx, min(cfg.ptx_ctx, model.config.block_size), ptx_gen)
                             _, ptx_loss = fwd(px.to(device), py.to(device))
                             loss = loss + cfg.ptx_coef * ptx_loss
                     if not torch.isfinite(loss):

@@ -3,6 +3,7 @@ comparisons {prompt, responses, ranking} load as they are (defaults filled, type
 checked), files that are not UTF-8 stop at file:line, and sft.py + reward.py run on such
 files from a Hugging Face GPT-2 directory, with no `meta` for the gold judge and no network."""
 import json
+import math
 import sys
 
 import pytest
@@ -99,3 +100,64 @@ def test_sft_and_reward_run_on_minimal_files_from_a_gpt2_dir(tmp_path, monkeypat
     out = capsys.readouterr().out
     assert "(labeler unknown)" in out and "acc_train_labelers" in out and "gold_corr" not in out
     assert (tmp_path / "rm.pt").exists()
+
+
+def test_pipeline_gpt2_preset_on_converted_public_data(tmp_path):
+    """`pipeline.py --preset=gpt2` end to end, offline: a GPT-2 directory (tiny, random), Alpaca
+    demonstrations and HH-RLHF comparisons converted by data.convert, a plain-text corpus for
+    PPO-ptx; split -> SFT -> RM -> PPO, PPO-ptx -> an evaluation judged by the reward model."""
+    import gzip
+    import os
+    import random
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    gpt2 = tmp_path / "gpt2"
+    write_gpt2_tokenizer(train_bpe(make_corpus(300), 300), gpt2)
+    tiny_gpt2_dir(gpt2, vocab_size=len(json.loads((gpt2 / "vocab.json").read_text())))
+    rng = random.Random(0)
+    words = "red blue cat dog sun tree river one two yes no hello thanks".split()
+    say = lambda n: " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."  # noqa: E731
+    with gzip.open(tmp_path / "hh.jsonl.gz", "wt") as f:
+        for _ in range(30):
+            q = f"\n\nHuman: {say(3)}"
+            f.write(json.dumps({"chosen": q + f"\n\nAssistant: {say(3)}", "rejected": q + f"\n\nAssistant: {say(2)}"}) + "\n")
+    (tmp_path / "alpaca.json").write_text(json.dumps(
+        [{"instruction": say(3), "input": say(2) if i % 3 == 0 else "", "output": say(4)} for i in range(40)]))
+    (tmp_path / "text.txt").write_text("\n\n".join(say(12) for _ in range(40)))
+    convert = [sys.executable, "-m", "data.convert"]
+    for fmt, src, dst in (("hh", "hh.jsonl.gz", "hh_rm.jsonl"), ("alpaca", "alpaca.json", "alpaca_sft.jsonl")):
+        r = subprocess.run(convert + [fmt, str(tmp_path / src), str(tmp_path / dst)], cwd=root, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "kept" in r.stdout, r.stdout + r.stderr
+
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "pipeline.py", "--preset=gpt2", "--quick", f"--init={gpt2}",
+                        f"--sft_data={tmp_path}/alpaca_sft.jsonl", f"--comparisons={tmp_path}/hh_rm.jsonl",
+                        f"--ptx_data={tmp_path}/text.txt", f"--heldout={tmp_path}/text.txt", f"--out={out}"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    for stage in ("split", "sft", "reward", "ppo", "ppo_ptx", "evaluate"):
+        assert f"=== {stage}:" in r.stdout
+    assert "no gold score is logged" in r.stdout and "gold" not in (out / "ppo_log.jsonl").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["judge"] == "reward_model" and set(results["models"]) == {"base", "sft", "sft_best_of_4", "ppo", "ppo_ptx"}
+    for m in results["models"].values():
+        assert math.isfinite(m["rm_score"]) and math.isfinite(m["heldout_loss"])
+    report = (out / "report.md").read_text()
+    assert "Evaluation by a reward model" in report and "PPO was trained to raise this very score" in report
+    # the split keeps evaluation prompts out of PPO's
+    ppo_prompts = {json.loads(x)["prompt"] for x in (out / "ppo_prompts.jsonl").read_text().splitlines()}
+    eval_prompts = {json.loads(x)["prompt"] for x in (out / "eval_prompts.jsonl").read_text().splitlines()}
+    assert eval_prompts and ppo_prompts and not ppo_prompts & eval_prompts
+
+
+def test_pipeline_gpt2_preset_names_what_is_missing(tmp_path, capsys):
+    import pipeline
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset=gpt2", f"--init={tmp_path}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--sft_data=" in err and "--comparisons=" in err
+    with pytest.raises(SystemExit):
+        pipeline.main(["--preset=gpt2", f"--init={tmp_path}/nope", "--sft_data=a", "--comparisons=b"])
+    assert "--init=" in capsys.readouterr().err
