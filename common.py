@@ -105,15 +105,19 @@ def parse_config(cfg, argv=None):
         else:
             if not os.path.isfile(arg):
                 die(f"preset file '{arg}' not found (arguments are --key=value or a preset file)", 2)
-            with open(arg) as f:
-                for lineno, line in enumerate(f, 1):
-                    line = line.split("#", 1)[0].strip()
-                    if not line:
-                        continue
-                    if "=" not in line:
-                        die(f"{arg}:{lineno}: expected 'key = value', got {line!r}", 2)
-                    key, raw = (s.strip() for s in line.split("=", 1))
-                    apply(key, raw, f"{arg}:{lineno}")
+            try:
+                with open(arg, encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError:
+                die(f"preset file '{arg}' is not UTF-8 text (expected lines of key = value; options are --key=value)", 2)
+            for lineno, line in enumerate(text.splitlines(), 1):
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                if "=" not in line:
+                    die(f"{arg}:{lineno}: expected 'key = value', got {line!r}", 2)
+                key, raw = (s.strip() for s in line.split("=", 1))
+                apply(key, raw, f"{arg}:{lineno}")
     return cfg
 
 

@@ -122,4 +122,4 @@ def no_sync(wrapped, sync):
     with gradient accumulation, only the last micro-batch's backward talks to the others."""
     if sync or world() == 1:
         return nullcontext()
-    return wrapped.no_sync()
+    return getattr(wrapped, "_orig_mod", wrapped).no_sync()  # under torch.compile: the DDP module inside

@@ -93,6 +93,7 @@ class PPOConfig:
     grad_accum: int = 1  # split each minibatch into N micro-batches: same step, 1/N of the activation memory
     grad_checkpoint: bool = False  # recompute each block's activations in backward (less memory, slower)
     offload: bool = False  # keep the reference and the RM in CPU memory, on the GPU only while they score
+    compile: bool = False  # torch.compile the training forward passes (not the sampling loop)
     ppo_epochs: int = 2  # passes over each batch (paper: 1)
     lr: float = 1e-4  # policy learning rate; linear decay to 0
     vf_lr: float = 5e-4  # value model learning rate (0 = same as lr); linear decay to 0
@@ -468,6 +469,8 @@ def main():
           f"| value from {cfg.value_init}")
 
     wrapped = (ddp.wrap(policy), ddp.wrap(value))  # DistributedDataParallel under torchrun
+    if cfg.compile:
+        wrapped = tuple(torch.compile(m) for m in wrapped)
     try:
         recs = load_prompts(cfg.prompts)
         ptx_stream = encode_docs(tok, read_corpus(cfg.ptx_data)) if cfg.ptx_coef > 0 else None

@@ -68,6 +68,7 @@ class RewardConfig:
     batch_size: int = 8  # prompts per step (each with K responses and C(K,2) pairs), over all ranks
     grad_accum: int = 1  # split each batch into N micro-batches: same step, 1/N of the activation memory
     grad_checkpoint: bool = False  # recompute each block's activations in backward (less memory, slower)
+    compile: bool = False  # torch.compile the training forward (CUDA; slow to warm up on CPU)
     lr: float = 3e-4  # peak; linear decay to 0 (Ziegler et al.)
     warmup_steps: int = 10
     weight_decay: float = 0.0
@@ -234,6 +235,7 @@ def main():
         die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum "
             f"({ddp.world()} x {cfg.grad_accum})", 2)
     scorer = ddp.wrap(Scorer(rm))  # DistributedDataParallel under torchrun
+    scorer = torch.compile(scorer) if cfg.compile else scorer
 
     def batch_loss(items):
         """The mean comparison loss (and pair accuracy) of a list of batch items."""
