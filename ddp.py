@@ -66,7 +66,10 @@ def setup(device):
 
 
 def cleanup():
+    """Leave the group together: a rank that left while rank 0 still wrote its checkpoint
+    once took gloo down with it ("terminate called without an active exception")."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
