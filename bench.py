@@ -10,6 +10,10 @@ Measures, on the same config and batch:
 2. sampling tokens/s with the KV cache vs without, and vs transformers' `generate`;
 3. the world (data/): seconds to build it at `world_scale` (0.05 is what the tests build)
    and gold judgements per second on SFT-like candidates.
+
+This machine is shared and noisy, so every figure is the median of --repeats rounds in
+which ours and the peer run in turn (a load spike then hits both), printed with its
+[min, max]; a ratio is the median of the per-round ratios.
 """
 
 import os
@@ -43,11 +47,11 @@ class BenchConfig:
     compile: bool = False  # torch.compile our model (CUDA; slow to warm up on CPU)
     threads: int = 0  # torch threads; 0 = torch's default (all cores)
     world_scale: float = 0.05  # scale of the world built for section 3; 0 skips it
+    repeats: int = 5  # alternating rounds; each figure is their median
 
 
 def timed(fn, steps, device):
-    fn()  # warmup
-    fn()
+    """Seconds per call of fn, averaged over `steps` calls."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -58,10 +62,35 @@ def timed(fn, steps, device):
     return (time.perf_counter() - t0) / steps
 
 
+def alternate(fns, steps, repeats, device):
+    """{name: [seconds per call, one per round]}: every fn warms up twice, then `repeats`
+    rounds call each fn `steps` times in turn."""
+    for fn in fns.values():
+        fn()
+        fn()
+    out = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            out[name].append(timed(fn, steps, device))
+    return out
+
+
+def spread(xs):
+    """'median [min, max]' of a list of numbers."""
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2, xs[0], xs[-1]
+
+
+def fmt(xs, unit="", scale=1.0, f=",.0f"):
+    m, lo, hi = spread([x * scale for x in xs])
+    return f"{m:{f}}{unit} [{lo:{f}}, {hi:{f}}]"
+
+
 def matmul_peak(device, n=1024, steps=20):
     """Measured fp32 (bf16 on CUDA) matmul throughput in FLOP/s: the ceiling for MFU."""
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
     dt = timed(lambda: a @ b, steps, device)
     return 2 * n**3 / dt
 
@@ -125,21 +154,23 @@ def main():
         print("transformers not installed: skipping the comparison (pip install -r requirements-dev.txt)")
 
     # 1. training throughput ------------------------------------------------------------
-    peak = matmul_peak(device)
+    peak = spread([matmul_peak(device) for _ in range(cfg.repeats)])[0]
     idx = torch.randint(0, mcfg.vocab_size, (cfg.batch_size, cfg.block_size), device=device)
     tokens = idx.numel()
     model = torch.compile(ours) if cfg.compile else ours
-    dt = timed(train_step_fn(model, idx, device), cfg.steps, device)
+    fns = {"ours": train_step_fn(model, idx, device)}
+    if hf is not None:
+        fns["transformers"] = train_step_fn(hf, idx, device, hf=True)
+    t = alternate(fns, cfg.steps, cfg.repeats, device)
     # FLOPs per token: 6N for the matmuls forward + backward, plus attention's 12 * L * C * T (PaLM appendix B)
     flops_per_token = 6 * N + 12 * mcfg.n_layer * mcfg.n_embd * cfg.block_size
-    ours_tps = tokens / dt
-    mfu = ours_tps * flops_per_token / peak
-    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(f"train ours:         {ours_tps:10.0f} tok/s | {dt * 1e3:7.1f} ms/step | {mfu * 100:.1f}% of matmul peak")
+    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (median of {cfg.repeats}); medians of {cfg.repeats} alternating "
+          f"rounds of {cfg.steps} steps, [min, max]")
+    print(f"train ours:          {fmt([tokens / x for x in t['ours']], ' tok/s')} | "
+          f"{fmt([tokens / x * flops_per_token / peak for x in t['ours']], '% of matmul peak', 100, '.1f')}")
     if hf is not None:
-        dt_hf = timed(train_step_fn(hf, idx, device, hf=True), cfg.steps, device)
-        print(f"train transformers: {tokens / dt_hf:10.0f} tok/s | {dt_hf * 1e3:7.1f} ms/step | "
-              f"ours is {dt_hf / dt:.2f}x")
+        print(f"train transformers:  {fmt([tokens / x for x in t['transformers']], ' tok/s')} | ours is "
+              f"{fmt([h / o for o, h in zip(t['ours'], t['transformers'])], 'x', f='.2f')}")
 
     # 2. sampling throughput ------------------------------------------------------------
     ours.eval()
@@ -153,10 +184,7 @@ def main():
             return generate(ours, prompts, cfg.new_tokens, eos_id=-1, pad_id=pad, temperature=1.0,
                             generator=g, use_cache=use_cache)
 
-    dt_c = timed(lambda: gen(True), 2, device)
-    dt_u = timed(lambda: gen(False), 1, device)
-    print(f"sample cached:      {new / dt_c:10.0f} tok/s | {cfg.new_tokens} new tokens x {cfg.gen_batch} rows")
-    print(f"sample uncached:    {new / dt_u:10.0f} tok/s | cache speed-up {dt_u / dt_c:.2f}x")
+    fns = {"cached": lambda: gen(True), "uncached": lambda: gen(False)}
     if hf is not None:
         hf.eval()
         pt = torch.tensor(prompts, device=device)
@@ -166,8 +194,15 @@ def main():
                 hf.generate(pt, attention_mask=torch.ones_like(pt), max_new_tokens=cfg.new_tokens,
                             min_new_tokens=cfg.new_tokens, do_sample=True, top_k=0, pad_token_id=pad)
 
-        dt_h = timed(hf_gen, 2, device)
-        print(f"sample transformers:{new / dt_h:10.0f} tok/s | ours (cached) is {dt_h / dt_c:.2f}x")
+        fns["transformers"] = hf_gen
+    t = alternate(fns, 1, cfg.repeats, device)
+    print(f"sample cached:       {fmt([new / x for x in t['cached']], ' tok/s')} | {cfg.new_tokens} new tokens x "
+          f"{cfg.gen_batch} rows")
+    print(f"sample uncached:     {fmt([new / x for x in t['uncached']], ' tok/s')} | cache speed-up "
+          f"{fmt([u / c for c, u in zip(t['cached'], t['uncached'])], 'x', f='.2f')}")
+    if hf is not None:
+        print(f"sample transformers: {fmt([new / x for x in t['transformers']], ' tok/s')} | ours (cached) is "
+              f"{fmt([h / c for c, h in zip(t['cached'], t['transformers'])], 'x', f='.2f')}")
 
     # 3. the synthetic world --------------------------------------------------------------
     if cfg.world_scale > 0:

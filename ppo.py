@@ -250,6 +250,20 @@ class AdaptiveKLController:
 # one PPO iteration
 
 
+class PhaseClock:
+    """Wall-clock seconds of each phase of an iteration, logged as t_<phase>: where the time
+    goes. On a GPU it first waits for the queued kernels, or their time lands in a later phase."""
+
+    def __init__(self, device_type):
+        self.cuda, self.t, self.times = device_type == "cuda", time.perf_counter(), {}
+
+    def __call__(self, phase):
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.times["t_" + phase], self.t = now - self.t, now
+
+
 @contextmanager
 def on_device(model, device, offload):
     """With --offload a frozen model (reference, RM) lives in CPU memory and visits the GPU
@@ -277,6 +291,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
     device = next(policy.parameters()).device
     dev = device.type
     policy_w, value_w = wrapped or (policy, value)
+    clock = PhaseClock(dev)
 
     # 2. rollout: the policy answers each prompt, stopping at EOS
     policy.eval()
@@ -285,6 +300,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
                        temperature=cfg.temperature, generator=generator, rows=rows)
     tokens, attn, P = out["tokens"], out["attn_mask"], out["prompt_len"]  # (B, T), (B, T), int
     mask = out["response_mask"].float()  # (B, R)
+    clock("rollout")
 
     with torch.no_grad(), autocast(dev):
         # 3. score: RM at the last token; the EOS trick for responses that ran out of room
@@ -292,12 +308,15 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         rm_raw = scores.clone()
         if cfg.eos_trick:
             scores = torch.where(out["ended"], scores, torch.full_like(scores, cfg.no_eos_penalty))
+        clock("reward")
         # recompute log-probs with a forward pass, at the SAME temperature as sampling
         logprobs = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
         with on_device(ref, device, cfg.offload):
             ref_logprobs = response_logprobs(ref, tokens, attn, P, cfg.temperature).float()  # (B, R)
+        clock("logprobs")
         # V(s_t) for the state before response token t: same off-by-one as the log-probs
         values = value(tokens, attn)[:, P - 1 : -1].float()  # (B, R)
+        clock("values")
 
     # 4. per-token KL penalty; RM score added at the last response token
     rewards, kl = kl_rewards(logprobs, ref_logprobs, scores, mask, kl_coef)  # (B, R) each
@@ -368,6 +387,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
             opt.step()
 
+    clock("train")
+
     # diagnostics, gold-free: what a practitioner without a gold judge can see
     n = mask.sum(1).clamp(min=1)  # (B,) response lengths
     var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
@@ -392,6 +413,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         kl_coef=kl_coef,
         ratio_start_err=ratio_start_err,
         sample_lp_err=((out["logprobs"] - logprobs).abs() * mask).max().item(),
+        **clock.times,
     )
     out.update(scores=scores, kl=kl, logprobs_recomputed=logprobs)
     return stats, out
