@@ -176,12 +176,14 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx, targets=None, attn_mask=None, pos=None, cache=None, return_hidden=False):
+    def forward(self, idx, targets=None, attn_mask=None, pos=None, cache=None, return_hidden=False, last_k=None):
         """
         idx: (B, T) token ids. targets: (B, T) next-token ids, -1 = ignore (prompt, padding).
         attn_mask: (B, Tk) 1 = real token, 0 = padding, over ALL keys (cached + these T).
         pos: (B, T) position ids; default: from attn_mask, or 0..T-1 (after the cache).
         Returns (logits (B, T, V), loss or None), or (hidden (B, T, C), None) if return_hidden.
+        last_k: logits of the last k positions only, (B, k, V): sampling needs the last one, PPO
+        the response's; the LM head is often the largest matmul (GPT-2: 50257 x 768).
         """
         B, T = idx.shape
         past = cache.pos if cache is not None else 0
@@ -220,6 +222,8 @@ class GPT(nn.Module):
             cache.pos += T
         if return_hidden:
             return x, None
+        if last_k is not None:
+            x = x[:, -last_k:]  # (B, k, C)
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
@@ -400,14 +404,21 @@ def last_token_index(attn_mask):
 # log-probs: the one gather SFT, reward and PPO all use
 
 
-def logprobs_from_logits(logits, tokens, temperature=1.0):
+def logprobs_from_logits(logits, tokens, temperature=1.0, return_entropy=False):
     """
     logits: (B, T, V) scores predicting tokens: (B, T) -> (B, T) log pi(token) under the
     temperature-scaled distribution softmax(logits / temperature). The temperature MUST
     match the one used to sample, or the PPO ratio and KL are wrong from step one.
+    return_entropy: also the entropy of that distribution at each position, (B, T).
     """
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    logits = logits.float()
+    if temperature != 1.0:  # x / 1 is x: skip a pass over a (B, T, V) tensor
+        logits = logits / temperature
+    logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
+    lp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    if not return_entropy:
+        return lp
+    return lp, -(logp.exp() * logp).sum(-1)  # entropy: - sum_v p log p
 
 
 def response_logprobs(model, tokens, attn_mask, prompt_len, temperature=1.0, return_entropy=False):
@@ -415,16 +426,12 @@ def response_logprobs(model, tokens, attn_mask, prompt_len, temperature=1.0, ret
     Forward the whole sequence and return log pi of each response token.
     tokens, attn_mask: (B, P + R) with prompts left-padded to P. -> (B, R).
     """
-    logits, _ = model(tokens, attn_mask=attn_mask)  # (B, P + R, V)
+    R = tokens.size(1) - prompt_len
     # the off-by-one that every RLHF codebase must get right: the logit at position t
     # predicts token t + 1, so response tokens [P, P+R) are predicted by logits [P-1, P+R-1)
-    logits = logits[:, prompt_len - 1 : -1]  # (B, R, V)
-    lp = logprobs_from_logits(logits, tokens[:, prompt_len:], temperature)  # (B, R)
-    if not return_entropy:
-        return lp
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
-    entropy = -(logp.exp() * logp).sum(-1)  # (B, R)
-    return lp, entropy
+    logits, _ = model(tokens, attn_mask=attn_mask, last_k=R + 1)  # (B, R + 1, V): positions P-1 .. P+R-1
+    logits = logits[:, :-1]  # (B, R, V)
+    return logprobs_from_logits(logits, tokens[:, prompt_len:], temperature, return_entropy)  # (B, R) [, (B, R)]
 
 
 # -----------------------------------------------------------------------------
@@ -520,7 +527,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens, out_lp, out_mask = [], [], []
 
-    logits, _ = model(idx, attn_mask=attn_mask, cache=cache)  # prefill: (B, P, V)
+    logits, _ = model(idx, attn_mask=attn_mask, cache=cache, last_k=1)  # prefill: (B, 1, V)
     logits = logits[:, -1]  # (B, V) predicts the first response token
     for _ in range(max_new_tokens):
         alive = ~done  # (B,) rows that have not emitted EOS yet

@@ -361,7 +361,9 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
                     if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
                         ratio_start_err = ((ratio - 1).abs() * mb_mask).max().item()
                     ent = masked_mean(entropy, mb_mask)
-                    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    if cfg.ent_coef:  # else the entropy is only logged: no backward through it
+                        loss = loss - cfg.ent_coef * ent
                     if value_only:  # warm-up: no policy gradient at all (its parameters get no .grad, so no step)
                         loss = vf_loss
                     loss = loss * (n_tok[j] / max(1, sum(n_tok)) * rank_share)  # 1 with one rank, one micro-batch
