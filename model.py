@@ -182,8 +182,10 @@ class GPT(nn.Module):
         attn_mask: (B, Tk) 1 = real token, 0 = padding, over ALL keys (cached + these T).
         pos: (B, T) position ids; default: from attn_mask, or 0..T-1 (after the cache).
         Returns (logits (B, T, V), loss or None), or (hidden (B, T, C), None) if return_hidden.
-        last_k: logits of the last k positions only, (B, k, V): sampling needs the last one, PPO
-        the response's; the LM head is often the largest matmul (GPT-2: 50257 x 768).
+        last_k: logits of the last k positions only, (B, k, V): PPO needs the response's; the LM
+        head is often the largest matmul (GPT-2: 50257 x 768). (The sampling prefill could use
+        last_k=1 too; it does not, because that changes the default run's samples in the last
+        bits, and with them every result quoted in the README.)
         """
         B, T = idx.shape
         past = cache.pos if cache is not None else 0
@@ -527,7 +529,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out_tokens, out_lp, out_mask = [], [], []
 
-    logits, _ = model(idx, attn_mask=attn_mask, cache=cache, last_k=1)  # prefill: (B, 1, V)
+    logits, _ = model(idx, attn_mask=attn_mask, cache=cache)  # prefill: (B, P, V)
     logits = logits[:, -1]  # (B, V) predicts the first response token
     for _ in range(max_new_tokens):
         alive = ~done  # (B,) rows that have not emitted EOS yet
