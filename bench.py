@@ -130,6 +130,8 @@ def bench_world(scale):
 
 def main():
     cfg = parse_config(BenchConfig())
+    if cfg.repeats < 1 or cfg.steps < 1:
+        raise SystemExit("error: --repeats and --steps must be at least 1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = get_device(cfg.device)

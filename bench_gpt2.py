@@ -224,8 +224,8 @@ def estimate_table():
 
 def main():
     cfg = parse_config(BenchGPT2Config())
-    if cfg.size not in SHAPES or cfg.stage not in ("sft", "rm", "ppo", "all"):
-        sys.exit(f"error: --size must be one of {list(SHAPES)} and --stage sft, rm, ppo or all")
+    if cfg.size not in SHAPES or cfg.stage not in ("sft", "rm", "ppo", "all") or cfg.repeats < 1:
+        sys.exit(f"error: --size must be one of {list(SHAPES)}, --stage sft, rm, ppo or all, --repeats >= 1")
     if cfg.estimate:
         return estimate_table()
     if cfg.threads:

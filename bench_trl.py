@@ -34,7 +34,8 @@ What differs inside an iteration (each library as it is):
    `!= pad_token_id` in every forward; ours carries explicit masks.
 3. TRL runs policy and value as one module (PolicyAndValueWrapper, output_hidden_states=True);
    ours calls them one after the other. Same work.
-4. Entropy: ours in the training forward (with grad, ent_coef 0); TRL after each step, no_grad.
+4. Entropy: ours from the training forward's log-softmax (no backward through it at ent_coef
+   0); TRL after each step, no_grad.
    TRL also fills stats tensors, logs them, gc.collect()s twice per iteration and empties the
    CUDA cache after the rollout and every minibatch. On CUDA under bf16, TRL's log-softmax
    gather loops over rows (selective_log_softmax); ours does one fp32 log_softmax.
@@ -202,8 +203,8 @@ def spread(xs):
 
 def main():
     cfg = parse_config(BenchTRLConfig())
-    if cfg.batch_size % cfg.minibatch_size:
-        raise SystemExit("error: --batch_size must be a multiple of --minibatch_size")
+    if cfg.batch_size % cfg.minibatch_size or cfg.repeats < 1:
+        raise SystemExit("error: --batch_size must be a multiple of --minibatch_size, and --repeats >= 1")
     device = get_device(cfg.device)
     if device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "true"  # TRL's Accelerator would otherwise take a GPU if there is one

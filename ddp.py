@@ -30,6 +30,7 @@ model itself, and nothing here does anything.
 import os
 import sys
 from contextlib import nullcontext
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -55,14 +56,19 @@ def setup(device):
     if device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
+        # an hour: the other ranks wait in a collective while rank 0 alone evaluates and saves
+        dist.init_process_group("nccl", timeout=timedelta(hours=1))
         device = f"cuda:{local}"
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timedelta(hours=1))
     if dist.get_rank() != 0:  # one copy of the logs: the other ranks print nothing (errors still do)
         sys.stdout = open(os.devnull, "w")
-        os.environ["TQDM_DISABLE"] = "1"
     return device
+
+
+def no_bar():
+    """tqdm's `disable`: progress bars on rank 0 only (and not when TQDM_DISABLE is set)."""
+    return not is_main() or os.environ.get("TQDM_DISABLE", "") not in ("", "0", "false", "False")
 
 
 def cleanup():

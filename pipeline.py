@@ -143,13 +143,14 @@ def main(argv):
             fail(f"unknown argument --{k}=... (expected {known})")
     if gpt2:
         g = {**GPT2_OPTS, **opts}
-        missing = [k for k, v in g.items() if v is None]
+        missing = [k for k, v in g.items() if v is None or (v == "" and GPT2_OPTS[k] is None)]
         if missing:
             fail("--preset=gpt2 needs " + ", ".join(f"--{k}=" for k in missing) + " (a GPT-2 directory, "
                  "demonstrations and comparisons: README, 'GPT-2 and your own data')")
         for k in ("init", "sft_data", "comparisons", "ptx_data", "heldout"):
             if g[k] and not os.path.exists(g[k]):
                 fail(f"--{k}={g[k]}: no such file or directory")
+            g[k] = os.path.abspath(g[k]) if g[k] else ""  # the stages run in the repo root, you may not
         if not g["nproc"].isdigit() or int(g["nproc"]) < 1:
             fail(f"--nproc={g['nproc']}: expected a positive integer")
         world = None

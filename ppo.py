@@ -342,6 +342,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         for s in range(0, B, mb_size):
             mb = perm[s : s + mb_size].to(device)
             micro = [mb[j :: cfg.grad_accum] for j in range(cfg.grad_accum)]  # --grad_accum: same step, less memory
+            micro = [idx for idx in micro if len(idx)]  # a short last minibatch may not fill every micro-batch
             n_tok = [mask[idx].sum().item() for idx in micro]
             rank_share = ddp.share(sum(n_tok))
             opt.zero_grad(set_to_none=True)
@@ -504,6 +505,9 @@ def main():
     recs = [r for r in recs if len(render(tok, r["prompt"])[0]) <= max_prompt]
     if not recs:
         die(f"{cfg.prompts}: no prompt fits in {max_prompt} tokens")
+    if W > 1 and len(recs) < cfg.batch_size // cfg.samples_per_prompt:  # every rank needs the same share
+        die(f"{cfg.prompts}: {len(recs)} prompts, fewer than one batch needs ({cfg.batch_size // cfg.samples_per_prompt}"
+            f" = --batch_size / --samples_per_prompt); under torchrun every batch must be full", 2)
     gold_known = has_meta(recs)  # the world's prompts: the gold judge can score answers (measurement only)
     print(f"data: {len(recs)} PPO prompts" + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else "")
           + ("" if gold_known else "; no 'meta' in the prompts, so no gold score is logged"))
@@ -541,7 +545,8 @@ def main():
     log_path = os.path.splitext(cfg.out)[0] + "_log.jsonl"
 
     t0 = time.time()
-    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="ppo", dynamic_ncols=True)
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="ppo", dynamic_ncols=True,
+               disable=ddp.no_bar())
     for it in bar:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * (1 - it / cfg.iters)  # linear decay to 0

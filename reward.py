@@ -14,7 +14,7 @@ the paper's RM overfit within one epoch (try --group_pairs=False to see it).
     python reward.py                                     # out/sft.pt + out/comparisons.jsonl -> out/rm.pt
     python reward.py --epochs=1 --max_comparisons=64     # tiny
     python reward.py --data=my_rankings.jsonl            # your own {prompt, responses, ranking}
-    torchrun --nproc_per_node=2 reward.py --device=cpu     # data parallel (ddp.py): same result, N processes
+    torchrun --nproc_per_node=2 reward.py --device=cpu     # data parallel (ddp.py), N processes
 
 After training, the head is normalised (the loss is shift- and nearly scale-invariant;
 this pins both): a gain so that the SFT policy's own samples score with std 1 (Ziegler et
@@ -258,7 +258,8 @@ def main():
     rm.train()
     while epoch < cfg.epochs:
         rng.shuffle(items)
-        bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                   disable=ddp.no_bar())
         for b in bar:
             chunk = items[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             lr = cfg.lr * min((step + 1) / cfg.warmup_steps, 1 - step / total)  # warmup, then linear to 0

@@ -8,7 +8,7 @@ the loss on the response tokens only, so it learns to answer instead of to conti
     python sft.py --epochs=1 --max_demos=64 --n_eval=16    # a tiny run on CPU
     python sft.py --init=path/to/gpt2_dir --device=cuda    # a Hugging Face GPT-2 directory
     python sft.py --resume=True
-    torchrun --nproc_per_node=2 sft.py --device=cpu        # data parallel (ddp.py): same result, N processes
+    torchrun --nproc_per_node=2 sft.py --device=cpu        # data parallel (ddp.py), N processes
 
 Each epoch reports the validation loss, the held-out PRETRAINING loss (SFT must not make
 the model forget its corpus: that is the alignment tax before any RL), and a preference
@@ -262,7 +262,8 @@ def main():
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
         ptx_gen = torch.Generator().manual_seed(cfg.seed + 1000 + epoch + 7919 * ddp.rank())  # per epoch and rank
         model.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                   disable=ddp.no_bar())
         for b in bar:
             chunk = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if len(chunk) < ddp.world() * cfg.grad_accum:  # a last scrap too small to give every rank a share

@@ -20,6 +20,14 @@ import sys
 from data.loaders import DataError, load_comparisons, write_jsonl
 
 
+def prompt_records(comps):
+    """One {"id", "prompt", "category"} per distinct prompt, in the order prompts first appear."""
+    out = {}
+    for c in comps:
+        out.setdefault(c["prompt"], {"id": c["id"], "prompt": c["prompt"], "category": c["category"]})
+    return list(out.values())
+
+
 def split(path, out_dir, val_frac=0.05, seed=0, max_eval=500):
     """-> {file name: record count}. Raises DataError for a malformed file or too few prompts."""
     comps = load_comparisons(path)
@@ -30,10 +38,8 @@ def split(path, out_dir, val_frac=0.05, seed=0, max_eval=500):
     held = set(prompts[: max(1, round(len(prompts) * val_frac))])
     train = [c for c in comps if c["prompt"] not in held]
     val = [c for c in comps if c["prompt"] in held]
-    first = lambda cs: list({c["prompt"]: {"id": c["id"], "prompt": c["prompt"], "category": c["category"]}  # noqa: E731
-                             for c in reversed(cs)}.values())[::-1]  # one record per prompt, in file order
     files = {"comparisons_train.jsonl": train, "comparisons_val.jsonl": val,
-             "ppo_prompts.jsonl": first(train), "eval_prompts.jsonl": first(val)[:max_eval]}
+             "ppo_prompts.jsonl": prompt_records(train), "eval_prompts.jsonl": prompt_records(val)[:max_eval]}
     for name, recs in files.items():
         write_jsonl(os.path.join(out_dir, name), recs)
     return {name: len(recs) for name, recs in files.items()}
@@ -53,6 +59,8 @@ def main(argv=None):
             sys.exit(f"error: {a!r}: expected a {type(opts[key]).__name__}")
     if len(pos) != 2:
         sys.exit(__doc__.strip().split("\n\n")[1] + "\nerror: expected COMPARISONS OUT_DIR")
+    if not 0 < opts["val_frac"] < 1 or opts["max_eval"] < 1:
+        sys.exit(f"error: expected 0 < --val_frac < 1 and --max_eval >= 1, got {opts['val_frac']} and {opts['max_eval']}")
     try:
         counts = split(pos[0], pos[1], **opts)
     except DataError as e:
