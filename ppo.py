@@ -264,6 +264,34 @@ class PhaseClock:
         self.times["t_" + phase], self.t = now - self.t, now
 
 
+def rollout_losses(policy, value, roll, idx, cfg, value_only=False):
+    """
+    Step 6 for the rollouts `idx` of the batch `roll` (its tensors: tokens, attn, P, mask, and
+    from rollout time logprobs, advantages, values, returns): a forward pass of the policy
+    and of the value model, then the clipped policy loss and the clipped value loss.
+    Returns (loss, stats: tensors named as in the log). In the value warm-up the policy runs
+    without a graph and the loss is the value loss alone, with no value clip.
+    """
+    dev, P, mask = roll["tokens"].device.type, roll["P"], roll["mask"][idx]
+    tokens, attn = roll["tokens"][idx], roll["attn"][idx]
+    with torch.set_grad_enabled(not value_only), autocast(dev):  # warm-up: no policy graph
+        new_logprobs, entropy = response_logprobs(policy, tokens, attn, P, cfg.temperature, return_entropy=True)
+    with autocast(dev):
+        vpred = value(tokens, attn)[:, P - 1 : -1].float()  # V(s_t), the same off-by-one as the log-probs
+    pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), roll["logprobs"][idx],
+                                                     roll["advantages"][idx], mask, cfg.cliprange)
+    vf_clip = float("inf") if value_only else cfg.cliprange_value
+    vf_loss, vf_clipfrac = value_loss(vpred, roll["values"][idx], roll["returns"][idx], mask, vf_clip)
+    ent = masked_mean(entropy, mask)
+    loss = pg_loss + cfg.vf_coef * vf_loss
+    if cfg.ent_coef:  # else the entropy is only logged: no backward through it
+        loss = loss - cfg.ent_coef * ent
+    if value_only:  # warm-up: no policy gradient at all (its parameters get no .grad, so no step)
+        loss = vf_loss
+    return loss, dict(pg_loss=pg_loss, vf_loss=vf_loss, clipfrac=clipfrac, approxkl=approxkl, entropy=ent,
+                      vf_clipfrac=vf_clipfrac, ratio_max=(ratio * mask).max(), ratio_err=((ratio - 1).abs() * mask).max())
+
+
 @contextmanager
 def on_device(model, device, offload):
     """With --offload a frozen model (reference, RM) lives in CPU memory and visits the GPU
@@ -334,6 +362,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
     policy.train()  # dropout is 0 in the PPO config, so train() only matters for correctness of intent
     B = len(prompt_ids)
     mb_size = cfg.minibatch_size // ddp.world()  # this rank's rollouts per optimizer step
+    roll = dict(tokens=tokens, attn=attn, P=P, mask=mask, logprobs=logprobs, advantages=advantages, values=values,
+                returns=returns)
     agg = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy", "ptx_loss", "vf_clipfrac",
                            "ratio_max")}
     ratio_start_err = None
@@ -348,45 +378,28 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
             opt.zero_grad(set_to_none=True)
             for j, idx in enumerate(micro):
                 last = j == len(micro) - 1
-                mb_mask = mask[idx]
                 with ddp.no_sync(policy_w, last), ddp.no_sync(value_w, last):  # ranks average on the last one
-                    with torch.set_grad_enabled(not value_only), autocast(dev):  # warm-up: no policy graph
-                        new_logprobs, entropy = response_logprobs(policy_w if not value_only else policy, tokens[idx],
-                                                                  attn[idx], P, cfg.temperature, return_entropy=True)
-                    with autocast(dev):
-                        vpred = value_w(tokens[idx], attn[idx])[:, P - 1 : -1].float()
-                    pg_loss, clipfrac, approxkl, ratio = policy_loss(new_logprobs.float(), logprobs[idx],
-                                                                     advantages[idx], mb_mask, cfg.cliprange)
-                    vf_clip = float("inf") if value_only else cfg.cliprange_value
-                    vf_loss, vf_clipfrac = value_loss(vpred, values[idx], returns[idx], mb_mask, vf_clip)
-                    if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
-                        ratio_start_err = ((ratio - 1).abs() * mb_mask).max().item()
-                    ent = masked_mean(entropy, mb_mask)
-                    loss = pg_loss + cfg.vf_coef * vf_loss
-                    if cfg.ent_coef:  # else the entropy is only logged: no backward through it
-                        loss = loss - cfg.ent_coef * ent
-                    if value_only:  # warm-up: no policy gradient at all (its parameters get no .grad, so no step)
-                        loss = vf_loss
+                    loss, st = rollout_losses(policy if value_only else policy_w, value_w, roll, idx, cfg, value_only)
                     loss = loss * (n_tok[j] / max(1, sum(n_tok)) * rank_share)  # 1 with one rank, one micro-batch
 
                     # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
-                    ptx_loss = torch.zeros((), device=device)
+                    st["ptx_loss"] = torch.zeros((), device=device)
                     if cfg.ptx_coef > 0 and ptx_stream is not None and not value_only and last:
                         n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
                         x, y = get_batch(ptx_stream, n_ptx, min(cfg.ptx_ctx, policy.config.block_size),
                                          generator_cpu(generator))
                         with autocast(dev):
-                            _, ptx_loss = policy_w(x.to(device), y.to(device))
-                        loss = loss + cfg.ptx_coef * ptx_loss
+                            _, st["ptx_loss"] = policy_w(x.to(device), y.to(device))
+                        loss = loss + cfg.ptx_coef * st["ptx_loss"]
 
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss (pg {pg_loss.item()}, vf {vf_loss.item()}, "
-                                                 f"ptx {ptx_loss.item()})")
+                        raise FloatingPointError(f"non-finite loss (pg {st['pg_loss'].item()}, vf "
+                                                 f"{st['vf_loss'].item()}, ptx {st['ptx_loss'].item()})")
                     loss.backward()
-                for k, v in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", clipfrac),
-                             ("approxkl", approxkl), ("entropy", ent), ("ptx_loss", ptx_loss),
-                             ("vf_clipfrac", vf_clipfrac), ("ratio_max", (ratio * mb_mask).max())):
-                    agg[k].append(v.item())
+                if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
+                    ratio_start_err = st["ratio_err"].item()
+                for k in agg:
+                    agg[k].append(st[k].item())
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
             opt.step()
 
