@@ -29,6 +29,7 @@ CUDA bf16 autocast (common.autocast) around ppo_iteration and around trainer.tra
 What differs inside an iteration (each library as it is):
 1. Old log-probs: TRL takes them from generate's output scores (it keeps the (B, R, V) logits);
    ours recomputes them with one more policy forward over the rollouts (sampled vs recomputed).
+   A second "ours" row times --recompute_logprobs=False, which reuses the sampler's, as TRL.
 2. Sampling: TRL calls transformers' generate (DynamicCache, logits processors); ours a loop
    over a preallocated KV cache. TRL rebuilds attention masks and positions from
    `!= pad_token_id` in every forward; ours carries explicit masks.
@@ -123,10 +124,11 @@ def build_models(cfg, device, tmp):
     return hf, ours, d_lm, d_rm
 
 
-def ours_step(cfg, m, prompts, device):
+def ours_step(cfg, m, prompts, device, recompute=True):
     from ppo import PPOConfig, ppo_iteration
     pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs,
-                     samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False)
+                     samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False,
+                     recompute_logprobs=recompute)
     opt = torch.optim.AdamW([dict(params=list(m.policy.parameters())),  # as ppo.py builds it
                              dict(params=[p for p in m.value.parameters() if p.requires_grad])],
                             lr=LR, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)
@@ -222,24 +224,28 @@ def main():
         print(f"models: {n / 1e6:.1f}M parameters each x 4 per side, random weights, HF attention "
               f"{hf.policy.config._attn_implementation}; ours vs HF max |delta| logits {d_lm:.1e}, RM score {d_rm:.1e}")
         o_step, o_opt = ours_step(cfg, ours, prompts, device)
+        r_step, _ = ours_step(cfg, ours, prompts, device, recompute=False)  # TRL's choice: the sampler's log-probs
         t_step, t_opt = trl_step(cfg, hf, prompts, device, tmp)
         for name, o in (("ours", o_opt), ("TRL ", t_opt)):
             g = o.param_groups[0]
             print(f"optimizer {name}: {type(o).__name__} lr {g['lr']:g} betas {g['betas']} eps {g['eps']:g} fused "
                   f"{g['fused']} weight decay {[x['weight_decay'] for x in o.param_groups]}")
-        o_step(), t_step()  # warm-up
+        o_step(), r_step(), t_step()  # warm-up
         steps = (o_step.opt_steps, t_step.opt_steps)
-        ours_t, trl_t = [], []
+        ours_t, reuse_t, trl_t = [], [], []
         for _ in range(cfg.repeats):  # alternate, so drifts of the machine hit both sides alike
             ours_t.append(o_step())
+            reuse_t.append(r_step())
             trl_t.append(t_step())
     want = cfg.ppo_epochs * cfg.batch_size // cfg.minibatch_size
     print(f"optimizer steps per iteration: ours {steps[0]}, TRL {steps[1]} (want {want})")
     eps = lambda ts: [cfg.batch_size / t for t in ts]  # noqa: E731  episodes/s
     print(f"\none PPO iteration, episodes/s, median [min, max] of {cfg.repeats} repeats:")
     print(f"  ours (ppo.ppo_iteration)   {spread(eps(ours_t))}")
+    print(f"  ours, sampler's log-probs  {spread(eps(reuse_t))}   (--recompute_logprobs=False: TRL's choice)")
     print(f"  TRL  (PPOTrainer)          {spread(eps(trl_t))}")
     print(f"  ours / TRL                 {spread([b / a for a, b in zip(ours_t, trl_t)])}  (per-repeat ratios)")
+    print(f"  ours (reuse) / TRL         {spread([b / a for a, b in zip(reuse_t, trl_t)])}")
 
 
 if __name__ == "__main__":

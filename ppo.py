@@ -116,6 +116,7 @@ class PPOConfig:
     value_init: str = "rm"  # "rm": separate value model from the RM (paper); "zero": zero head on the policy
     value_warmup: int = 5  # first N iterations train only the value model (unclipped), policy frozen
     temperature: float = 1.0  # sampling temperature, also used when recomputing log-probs
+    recompute_logprobs: bool = True  # old log-probs by a fresh forward (checks the sampler); False: the sampler's (TRL)
     max_new_tokens: int = 48
     eos_trick: bool = True  # a response that never emits EOS gets no_eos_penalty instead of its RM score
     no_eos_penalty: float = -3.0  # that fixed score (in RM units: demonstrations score 0 on average)
@@ -337,8 +338,14 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         if cfg.eos_trick:
             scores = torch.where(out["ended"], scores, torch.full_like(scores, cfg.no_eos_penalty))
         clock("reward")
-        # recompute log-probs with a forward pass, at the SAME temperature as sampling
-        logprobs = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
+        # recompute log-probs with a forward pass, at the SAME temperature as sampling: the
+        # training forward is a full pass, not the sampler's cached steps, so ratio 1 at the
+        # first minibatch holds exactly (and sample_lp_err checks the sampler). Reusing the
+        # sampler's log-probs (--recompute_logprobs=False, as TRL does) saves the pass.
+        if cfg.recompute_logprobs:
+            logprobs = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
+        else:
+            logprobs = out["logprobs"].float()  # (B, R), equal to the above up to ~1e-6
         with on_device(ref, device, cfg.offload):
             ref_logprobs = response_logprobs(ref, tokens, attn, P, cfg.temperature).float()  # (B, R)
         clock("logprobs")

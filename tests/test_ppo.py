@@ -2,6 +2,7 @@
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from model import GPT, GPTConfig, ScalarModel
@@ -102,8 +103,10 @@ def test_kl_reward_placement():
     assert (kl[mask == 0] == 0).all()
 
 
-def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned():
-    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite."""
+@pytest.mark.parametrize("recompute", [True, False])
+def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned(recompute):
+    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite;
+    with the old log-probs recomputed (default) or the sampler's own (--recompute_logprobs=False)."""
     torch.manual_seed(0)
     cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
     policy = GPT(cfg)
@@ -115,7 +118,7 @@ def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned():
         eot_id, pad_id = 14, 15
 
     ppo_cfg = replace(PPOConfig(), batch_size=32, minibatch_size=8, ppo_epochs=2, lr=1e-2, max_new_tokens=6,
-                      kl_coef=0.01, cliprange=0.2, eos_trick=False)
+                      kl_coef=0.01, cliprange=0.2, eos_trick=False, recompute_logprobs=recompute)
     params = list(policy.parameters()) + list(value.parameters())
     opt = torch.optim.Adam(params, lr=ppo_cfg.lr)
     gen = torch.Generator().manual_seed(0)
