@@ -47,6 +47,7 @@ class BenchGPT2Config:
     batch_size: int = 4
     prompt_len: int = 64
     response_len: int = 64
+    ppo_minibatch: int = 0  # PPO rollouts per optimizer step (0 = the whole batch)
     repeats: int = 3  # timed repeats after one warm-up; the median is printed with min and max
     grad_checkpoint: bool = False
     offload: bool = False  # PPO: reference and RM in CPU memory between uses
@@ -123,7 +124,8 @@ def ppo_step(cfg, device):
     value = copy.deepcopy(rm).to(device).train().requires_grad_(True)
     value.lm_coef.requires_grad_(False)
     value.trunk.grad_checkpoint = cfg.grad_checkpoint
-    pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.batch_size, ppo_epochs=1, samples_per_prompt=1,
+    pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.ppo_minibatch or cfg.batch_size, ppo_epochs=1,
+                     samples_per_prompt=1,
                      max_new_tokens=cfg.response_len, offload=cfg.offload)
     opt = torch.optim.AdamW([dict(params=list(policy.parameters())), dict(params=list(value.parameters()))], lr=1e-6,
                             eps=1e-5, fused=device.startswith("cuda"))
@@ -139,7 +141,8 @@ def ppo_step(cfg, device):
 
     def step():
         stats, _ = ppo_iteration(policy, ref, value, opt, prompts, reward_fn, pcfg, tok, 0.05, gen)
-        step.tokens = stats["resp_len"]
+        step.phases = {k: round(v, 4) for k, v in stats.items() if k.startswith("t_")}
+        step.phases["rollout_tok_per_s"] = round(cfg.batch_size * stats["resp_len"] / stats["t_rollout"])
     return step
 
 
@@ -155,7 +158,7 @@ def measure(cfg, device):
         sync(device)
         times.append(time.perf_counter() - t0)
     return dict(stage=cfg.stage, size=cfg.size, median_s=statistics.median(times), min_s=min(times),
-                max_s=max(times), peak_gb=peak_memory_gb(device))
+                max_s=max(times), peak_gb=peak_memory_gb(device), **getattr(step, "phases", {}))
 
 
 # -----------------------------------------------------------------------------
