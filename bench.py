@@ -86,9 +86,10 @@ def fmt(xs, unit="", scale=1.0, f=",.0f"):
     return f"{m:{f}}{unit} [{lo:{f}}, {hi:{f}}]"
 
 
-def matmul_peak(device, n=1024, steps=20):
+def matmul_peak(device, n=None, steps=20):
     """Measured fp32 (bf16 on CUDA) matmul throughput in FLOP/s: the ceiling for MFU."""
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    n = n or (8192 if device.startswith("cuda") else 1024)  # a GPU needs a large matmul to reach its peak
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
     dt = timed(lambda: a @ b, steps, device)

@@ -448,8 +448,10 @@ def generator_cpu(g):
     return torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=g, device=g.device)) + ddp.rank())
 
 
-def check_health(stats, it):
-    """Warn loudly about the classic RLHF bugs; returns the warnings."""
+def check_health(stats, it, lp_tol=1e-2):
+    """Warn loudly about the classic RLHF bugs; returns the warnings. lp_tol: how far the
+    sampler's log-probs may sit from the recomputed ones (under bf16 autocast the cached
+    decode steps and the full forward round differently: up to ~0.03 on an H100)."""
     warn = []
     if stats["kl"] < -0.5:
         warn.append(f"iter {it}: mean KL is negative ({stats['kl']:.3f}): the sampling settings and the log-prob "
@@ -457,7 +459,7 @@ def check_health(stats, it):
     if stats["ratio_max"] > 10:
         warn.append(f"iter {it}: PPO ratio reached {stats['ratio_max']:.1f}: the learning rate is too high or the "
                     "old log-probs are stale")
-    if stats["sample_lp_err"] > 1e-2:
+    if stats["sample_lp_err"] > lp_tol:
         warn.append(f"iter {it}: sampled and recomputed log-probs differ by {stats['sample_lp_err']:.3g}")
     return warn
 
@@ -609,7 +611,7 @@ def main():
         bar.write(log_line(it + 1, cfg.iters, **{k: stats[k] for k in (
             "rm_score", "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy",
             "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold") if k in stats}))
-        for w in check_health(stats, it + 1):
+        for w in check_health(stats, it + 1, lp_tol=0.1 if precision_name(device).startswith("bf16") else 1e-2):
             bar.write("WARNING " + w)
         if (it + 1) % cfg.sample_interval == 0 or it == 0:
             for i in range(2):
