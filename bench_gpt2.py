@@ -72,6 +72,17 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def optimizer_step(opt, loss_fn, device):
+    """-> a function doing one optimizer step on loss_fn() under the device's autocast."""
+    def step():
+        with autocast(device):
+            loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def sft_step(cfg, device):
     model = GPT(gpt_config(cfg.size)).to(device)
     model.grad_checkpoint = cfg.grad_checkpoint
@@ -80,14 +91,7 @@ def sft_step(cfg, device):
     x = torch.randint(0, 50257, (cfg.batch_size, T), device=device)
     y = x.roll(-1, 1)
     y[:, : cfg.prompt_len - 1] = -1  # the loss on the response tokens only, as sft.py
-
-    def step():
-        with autocast(device):
-            _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
+    return optimizer_step(opt, lambda: model(x, y)[1], device)
 
 
 def rm_step(cfg, device):
@@ -102,14 +106,7 @@ def rm_step(cfg, device):
     resp = torch.zeros_like(ids)
     resp[:, cfg.prompt_len :] = 1
     groups = [(2 * i, [0, 1]) for i in range(cfg.batch_size)]
-
-    def step():
-        with autocast(device):
-            loss, _ = comparison_loss(rm.score(ids, attn, resp).float(), groups)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
+    return optimizer_step(opt, lambda: comparison_loss(rm.score(ids, attn, resp).float(), groups)[0], device)
 
 
 def ppo_step(cfg, device):

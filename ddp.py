@@ -109,6 +109,12 @@ def shard(items):
     return items[start:stop]
 
 
+def micro_batches(items, n):
+    """items (a list, or a tensor of indices) in n interleaved micro-batches for gradient
+    accumulation; a short batch may leave some empty, and those are dropped."""
+    return [m for m in (items[j::n] for j in range(n)) if len(m)]
+
+
 def share(n_local):
     """world x (this rank's count) / (count on all ranks): multiply a rank's mean loss by it
     so that DDP's average of the ranks' gradients is the gradient of the batch mean."""

@@ -53,13 +53,13 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import autocast, die, get_device, parse_config, precision_name, print_config, seed_everything
+from common import die, get_device, parse_config, precision_name, print_config, seed_everything
 from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import heldout_labelers, judge, prefer, train_labelers
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
-from report import main_table, make_figures, md_cell, md_table, num, pair_key, pct, pct_ci, render_report
-from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, qa_prompt, rm_batch,
-                    sample_prompted, sample_responses)
+from report import RM_JUDGE_NOTE, main_table, make_figures, pair_key, render_report, render_rm_report, rm_table
+from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, qa_prompt, sample_prompted,
+                    sample_responses, score_texts)
 from tokenizer import render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
@@ -582,20 +582,15 @@ def sample_all(cfg, recs, loaded, models, prefixes, bs=64):
     return responses
 
 
-def best_of_n(cfg, recs, model, tok, device, bs=64):
+def best_of_n(cfg, recs, model, tok, rm, device, bs=64):
     """The best of cfg.best_of samples of `model` per prompt by the score of the reward model
-    cfg.rm -> one answer per prompt. Sampled at cfg.temperature with seeds of their own."""
-    rm = load_reward_model(cfg.rm, device)[0]
+    `rm` -> one answer per prompt. Sampled at cfg.temperature with seeds of their own."""
     cands, scores = [], []
     for s in range(cfg.best_of):
         texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
                                     batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
-        with torch.no_grad(), autocast(device):
-            sc = torch.cat([rm.score(*rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
-                                                    texts[i : i + bs], device)).float().cpu()
-                            for i in range(0, len(recs), bs)])
         cands.append(texts)
-        scores.append(sc)
+        scores.append(score_texts(rm, tok, [r["prompt"] for r in recs], texts, device, bs).cpu())
     best = torch.stack(scores).argmax(0).tolist()  # (n_prompts,) which sample the RM prefers
     return [cands[b][i] for i, b in enumerate(best)]
 
@@ -700,21 +695,28 @@ def side_by_side(recs, models, responses, k):
             for i in pick_samples(recs, k)]
 
 
+def write_files(out_dir, report, results, response_rows):
+    """report.md, results.json and responses.jsonl (one row per prompt) into out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(_json_safe(results), f, indent=1)
+    with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
+        for row in response_rows:
+            f.write(json.dumps(row) + "\n")
+
+
 def write_outputs(results, ppo_log_rows, recs, responses, models, out_dir):
     """report.md (with the figures, whose note it cites), results.json and responses.jsonl."""
     os.makedirs(out_dir, exist_ok=True)
     results["ppo_log_rows"] = ppo_log_rows  # for the figures only: not written to results.json
     results["figures_note"] = make_figures(results, out_dir)
     del results["ppo_log_rows"]
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(render_report(results))
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(_json_safe(results), f, indent=1)
-    with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
-        for i, r in enumerate(recs):
-            f.write(json.dumps(dict(id=r.get("id"), category=r["category"], split=r.get("split"), prompt=r["prompt"],
-                                    answers={n: dict(response=responses[n][i], gold=models[n]["gold"][i])
-                                             for n in models})) + "\n")
+    write_files(out_dir, render_report(results), results, [
+        dict(id=r.get("id"), category=r["category"], split=r.get("split"), prompt=r["prompt"],
+             answers={n: dict(response=responses[n][i], gold=models[n]["gold"][i]) for n in models})
+        for i, r in enumerate(recs)])
 
 
 def print_summary(results, out_dir):
@@ -729,55 +731,28 @@ def print_summary(results, out_dir):
     print(f"wrote {os.path.join(out_dir, 'report.md')}, results.json, responses.jsonl")
 
 
-def rm_judged(cfg, recs, loaded, models, responses, held_docs, probes, device, bs=64):
-    """The report for prompts without `meta`: every model's answers scored by the reward
-    model --rm, win rates vs the reference by RM score (1 = higher, 0.5 = equal), response
-    lengths, and the alignment tax where a corpus / probes are given. Writes report.md,
-    results.json and responses.jsonl into cfg.out_dir."""
-    rm, _ = load_reward_model(cfg.rm, device)
+def rm_judged(cfg, recs, loaded, models, responses, rm, held_docs, probes, device):
+    """The evaluation for prompts without `meta`: every model's answers scored by the reward
+    model `rm` (--rm), win rates vs the reference by RM score (1 = higher, 0.5 = equal),
+    response lengths, and the alignment tax where a corpus / probes are given.
+    Writes report.md (report.render_rm_report), results.json and responses.jsonl."""
     tok = loaded[models[cfg.reference]["path"]][1]
-    scores = {}
-    for name in models:
-        with torch.no_grad(), autocast(device):
-            scores[name] = torch.cat([rm.score(*rm_batch(tok, [r["prompt"] for r in recs[i : i + bs]],
-                                                         responses[name][i : i + bs], device)).float().cpu()
-                                      for i in range(0, len(recs), bs)]).tolist()
-    ref = scores[cfg.reference]
+    prompts = [r["prompt"] for r in recs]
+    scores = {name: score_texts(rm, tok, prompts, responses[name], device).tolist() for name in models}
     alignment_tax(cfg, models, loaded, held_docs, probes, device)
-    rows = []
     for name, m in models.items():
-        s = scores[name]
+        s, ref = scores[name], scores[cfg.reference]
         m["rm_score"] = sum(s) / len(s)
         m["words"] = sum(len(t.split()) for t in responses[name]) / len(recs)
         m["win_vs_reference_by_rm"] = win_summary([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(s, ref)])
-        w = m["win_vs_reference_by_rm"]
-        rows.append([name, f"{m['rm_score']:+.3f}", "-" if name == cfg.reference else pct_ci(w),
-                     f"{m['words']:.1f}", num(m["heldout_loss"]), pct(m["probe_acc"])])
-    note = ("Judged by the reward model " + cfg.rm + ", not by people: the prompts carry no `meta`, so neither the "
-            "gold judge nor the simulated labelers apply. PPO was trained to raise this very score, so its rows "
-            "are flattered, as is best-of-N (chosen by the same model); a reward model trained on other "
-            "comparisons is a fairer judge.")
-    report = ["# Evaluation by a reward model", "", note, "",
-              f"{len(recs)} prompts from {cfg.prompts}; every model sampled at its temperature with the same seeds.", "",
-              md_table(["model", "mean RM score", f"win vs {cfg.reference} by RM [95% CI]", "words",
-                        "held-out LM loss", "probes"], rows), "", "## Samples", ""]
-    for i in range(min(cfg.n_samples, len(recs))):
-        report.append(f"**{md_cell(recs[i]['prompt'])}**\n")
-        report += [f"- {n} ({scores[n][i]:+.2f}): {md_cell(responses[n][i])}" for n in models] + [""]
-    results = dict(config=asdict(cfg), judge="reward_model", note=note, reference=cfg.reference,
-                   n_prompts=len(recs), models=models)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    with open(os.path.join(cfg.out_dir, "report.md"), "w") as f:
-        f.write("\n".join(report) + "\n")
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-        json.dump(_json_safe(results), f, indent=1)
-    with open(os.path.join(cfg.out_dir, "responses.jsonl"), "w") as f:
-        for i, r in enumerate(recs):
-            f.write(json.dumps(dict(id=r["id"], prompt=r["prompt"], answers={
-                n: dict(response=responses[n][i], rm_score=scores[n][i]) for n in models})) + "\n")
-    print("\n" + md_table(["model", "mean RM score", f"win vs {cfg.reference} by RM", "words", "held-out LM loss",
-                          "probes"], rows))
-    print(f"\n{note}\nwrote {os.path.join(cfg.out_dir, 'report.md')}, results.json, responses.jsonl")
+    samples = [dict(prompt=recs[i]["prompt"], answers={n: dict(response=responses[n][i], score=scores[n][i])
+                                                       for n in models}) for i in range(min(cfg.n_samples, len(recs)))]
+    results = dict(config=asdict(cfg), judge="reward_model", note=RM_JUDGE_NOTE.format(rm=cfg.rm), prompts=cfg.prompts,
+                   reference=cfg.reference, n_prompts=len(recs), models=models, samples=samples)
+    write_files(cfg.out_dir, render_rm_report(results), results, [dict(id=r["id"], prompt=r["prompt"], answers={
+        n: dict(response=responses[n][i], rm_score=scores[n][i]) for n in models}) for i, r in enumerate(recs)])
+    print("\n" + rm_table(results) + "\n\n" + results["note"])
+    print(f"wrote {os.path.join(cfg.out_dir, 'report.md')}, results.json, responses.jsonl")
 
 
 # -----------------------------------------------------------------------------
@@ -813,16 +788,17 @@ def main():
     # 3b. best-of-N by the reward model: N samples of the reference model, keep the one the RM
     #     likes best. No training at all: it shows what the RM's ranking is worth by itself,
     #     at a known KL cost (at most log N - (N - 1) / N nats), and PPO has to match it.
-    if cfg.rm and cfg.best_of > 1:
+    rm = load_reward_model(cfg.rm, device)[0] if cfg.rm else None
+    if rm is not None and cfg.best_of > 1:
         name = f"{cfg.reference}_best_of_{cfg.best_of}"
         model, tok, _ = loaded[models[cfg.reference]["path"]]
-        responses[name] = best_of_n(cfg, recs, model, tok, device)
+        responses[name] = best_of_n(cfg, recs, model, tok, rm, device)
         models[name] = dict(models[cfg.reference], best_of=cfg.best_of)  # same checkpoint, size, temperature
         roles["best_of_n"] = name
         print(f"{name}: the best of {cfg.best_of} samples of {cfg.reference} by {cfg.rm}")
 
     if not has_meta(recs):  # your own prompts: the reward model is the only judge
-        return rm_judged(cfg, recs, loaded, models, responses, held_docs, probes, device)
+        return rm_judged(cfg, recs, loaded, models, responses, rm, held_docs, probes, device)
 
     # 4. gold judgements and per-model metrics
     for name, m in models.items():

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.distributed as dist
 import torch.utils.checkpoint
+
+import ddp
 
 
 @dataclass
@@ -491,9 +492,7 @@ def all_ended(done, rows):
     """done (B,) bool -> has every row ended? With rows (under torchrun): on every rank."""
     if rows is None:
         return bool(done.all())
-    left = torch.tensor([float((~done).sum())], device=done.device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(left)
-    return left.item() == 0
+    return ddp.all_sum(float((~done).sum())) == 0
 
 
 @torch.no_grad()

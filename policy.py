@@ -8,6 +8,7 @@ model given a few-shot Q&A page).
     texts, ended = sample_responses(model, tok, ["Where does Mepol live?"], temperature=0.7)
     rm, ckpt = load_reward_model("out/rm.pt", device)
     scores = rm.score(*rm_batch(tok, prompts, texts, device))  # (B,): ScalarModel.score
+    scores = score_texts(rm, tok, prompts, texts, device)  # the same for any number, 64 at a time
 """
 import os
 
@@ -60,6 +61,17 @@ def rm_batch(tok, prompts, responses, device):
     attn = right_pad([[1] * len(s) for s, _ in seqs], 0, device)
     response_mask = right_pad([m for _, m in seqs], 0, device)
     return ids, attn, response_mask
+
+
+@torch.no_grad()
+def score_texts(rm, tok, prompts, responses, device, batch_size=64):
+    """The reward model's score of each (prompt, response) pair -> (N,) float, in batches."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        with autocast(device):
+            batch = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
+            out.append(rm.score(*batch).float())
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 @torch.no_grad()

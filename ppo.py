@@ -378,8 +378,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         perm = torch.randperm(B)  # global torch RNG: seeded, and saved in the checkpoint
         for s in range(0, B, mb_size):
             mb = perm[s : s + mb_size].to(device)
-            micro = [mb[j :: cfg.grad_accum] for j in range(cfg.grad_accum)]  # --grad_accum: same step, less memory
-            micro = [idx for idx in micro if len(idx)]  # a short last minibatch may not fill every micro-batch
+            micro = ddp.micro_batches(mb, cfg.grad_accum)  # --grad_accum: the same step, less memory
             n_tok = [mask[idx].sum().item() for idx in micro]
             rank_share = ddp.share(sum(n_tok))
             opt.zero_grad(set_to_none=True)

@@ -43,6 +43,33 @@ def md_cell(text, limit=240):
     return (text or "(empty)").replace("|", "\\|")
 
 
+RM_JUDGE_NOTE = ("Judged by the reward model {rm}, not by people: the prompts carry no `meta`, so neither the gold "
+                 "judge nor the simulated labelers apply. PPO was trained to raise this very score, so its rows are "
+                 "flattered, as is best-of-N (chosen by the same model); a reward model trained on other comparisons "
+                 "is a fairer judge.")
+
+
+def rm_table(results):
+    """The table of an evaluation judged by a reward model (evaluate.rm_judged)."""
+    ref, rows = results["reference"], []
+    for name, m in results["models"].items():
+        rows.append([name, f"{m['rm_score']:+.3f}", "-" if name == ref else pct_ci(m["win_vs_reference_by_rm"]),
+                     f"{m['words']:.1f}", num(m["heldout_loss"]), pct(m["probe_acc"])])
+    return md_table(["model", "mean RM score", f"win vs {ref} by RM [95% CI]", "words", "held-out LM loss", "probes"],
+                    rows)
+
+
+def render_rm_report(results):
+    """report.md of an evaluation judged by a reward model: the note on that judge, the table, samples."""
+    lines = ["# Evaluation by a reward model", "", results["note"], "",
+             f"{results['n_prompts']} prompts from {results['prompts']}; every model sampled at its temperature "
+             "with the same seeds.", "", rm_table(results), "", "## Samples", ""]
+    for s in results["samples"]:
+        lines.append(f"**{md_cell(s['prompt'])}**\n")
+        lines += [f"- {n} ({a['score']:+.2f}): {md_cell(a['response'])}" for n, a in s["answers"].items()] + [""]
+    return "\n".join(lines) + "\n"
+
+
 def main_table(results):
     """The headline table (also printed to stdout): one row per model."""
     ref, wr = results["reference"], results["win_rates"]

@@ -53,7 +53,7 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
 from data import DataError, load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
-from policy import load_policy, rm_batch
+from policy import load_policy, rm_batch, score_texts
 
 
 @dataclass
@@ -114,16 +114,6 @@ def pairwise_loss(scores_w, scores_l):
     """The shuffled-pairs variant: each element is one (winner, loser) pair."""
     diff = scores_w - scores_l  # (B,)
     return -F.logsigmoid(diff).mean(), (diff > 0).float().mean().item()
-
-
-@torch.no_grad()
-def score_texts(rm, tok, prompts, responses, device, batch_size=64):
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        with autocast(device):
-            batch = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
-            out.append(rm.score(*batch).float())
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 @torch.no_grad()
@@ -270,7 +260,7 @@ def main():
             # this rank's share of the batch, in grad_accum micro-batches, each weighted by its
             # share of the batch's items (ddp.py: DDP's average of the ranks is then the batch mean)
             mine = ddp.shard(chunk)
-            micro = [mine[j :: cfg.grad_accum] for j in range(cfg.grad_accum)]
+            micro = ddp.micro_batches(mine, cfg.grad_accum)
             rank_share = ddp.share(len(mine))
             opt.zero_grad(set_to_none=True)
             for j, part in enumerate(micro):

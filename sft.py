@@ -48,7 +48,7 @@ from data import DataError, has_meta, load_demonstrations, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
-from policy import load_policy, load_reward_model, rm_batch, sample_responses
+from policy import load_policy, load_reward_model, sample_responses, score_texts
 from tokenizer import render
 
 
@@ -166,9 +166,8 @@ def preference(model, tok, recs, cfg, rm=None):
         labelers = labeler_rating(recs, texts, cfg.seed)
     rm_mean = None
     if rm is not None:
-        device = next(rm.parameters()).device
-        with torch.no_grad(), autocast(device.type):
-            rm_mean = rm.score(*rm_batch(tok, [r["prompt"] for r in recs], texts, device)).mean().item()
+        device = next(rm.parameters()).device.type
+        rm_mean = score_texts(rm, tok, [r["prompt"] for r in recs], texts, device).mean().item()
     return gold, labelers, rm_mean, texts
 
 
@@ -272,9 +271,8 @@ def main():
                 g["lr"] = lr_at(step, total, cfg)
             # this rank's share of the batch, in grad_accum micro-batches; each micro-batch's mean
             # loss is weighted by its share of the batch's answer tokens (ddp.py: the exact mean)
-            mine = ddp.shard(chunk)
             micro = [sft_batch(tok, [d["prompt"] for d in mb], [d["response"] for d in mb], device)
-                     for mb in (mine[j :: cfg.grad_accum] for j in range(cfg.grad_accum))]
+                     for mb in ddp.micro_batches(ddp.shard(chunk), cfg.grad_accum)]
             n_tok = [int((y != -1).sum()) for _, y in micro]
             rank_share = ddp.share(sum(n_tok))
             opt.zero_grad(set_to_none=True)
