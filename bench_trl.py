@@ -28,8 +28,9 @@ CUDA bf16 autocast (common.autocast) around ppo_iteration and around trainer.tra
 
 What differs inside an iteration (each library as it is):
 1. Old log-probs: TRL takes them from generate's output scores (it keeps the (B, R, V) logits);
-   ours recomputes them with one more policy forward over the rollouts (sampled vs recomputed).
-   A second "ours" row times --recompute_logprobs=False, which reuses the sampler's, as TRL.
+   ours from the sampler's own log-softmax (B, R), as ppo.py does by default. ppo.py checks them
+   with a fresh forward on 1 iteration in 10 (--sample_interval); the timed iterations are the
+   other 9. A second "ours" row times --recompute_logprobs=True: one more policy forward.
 2. Sampling: TRL calls transformers' generate (DynamicCache, logits processors); ours a loop
    over a preallocated KV cache. TRL rebuilds attention masks and positions from
    `!= pad_token_id` in every forward; ours carries explicit masks.
@@ -124,7 +125,7 @@ def build_models(cfg, device, tmp):
     return hf, ours, d_lm, d_rm
 
 
-def ours_step(cfg, m, prompts, device, recompute=True):
+def ours_step(cfg, m, prompts, device, recompute=False):
     from ppo import PPOConfig, ppo_iteration
     pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs,
                      samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False,
@@ -142,7 +143,8 @@ def ours_step(cfg, m, prompts, device, recompute=True):
 
     def step():
         t0 = now(device)
-        stats, _ = ppo_iteration(m.policy, m.ref, m.value, opt, prompts, reward_fn, pcfg, tok, 0.05, gen)
+        stats, _ = ppo_iteration(m.policy, m.ref, m.value, opt, prompts, reward_fn, pcfg, tok, 0.05, gen,
+                                 check_sampler=False)
         dt = now(device) - t0
         assert stats["resp_len"] == cfg.response_len, stats["resp_len"]  # no row stopped early
         return dt
@@ -224,7 +226,7 @@ def main():
         print(f"models: {n / 1e6:.1f}M parameters each x 4 per side, random weights, HF attention "
               f"{hf.policy.config._attn_implementation}; ours vs HF max |delta| logits {d_lm:.1e}, RM score {d_rm:.1e}")
         o_step, o_opt = ours_step(cfg, ours, prompts, device)
-        r_step, _ = ours_step(cfg, ours, prompts, device, recompute=False)  # TRL's choice: the sampler's log-probs
+        r_step, _ = ours_step(cfg, ours, prompts, device, recompute=True)  # one more policy forward
         t_step, t_opt = trl_step(cfg, hf, prompts, device, tmp)
         for name, o in (("ours", o_opt), ("TRL ", t_opt)):
             g = o.param_groups[0]
@@ -232,20 +234,20 @@ def main():
                   f"{g['fused']} weight decay {[x['weight_decay'] for x in o.param_groups]}")
         o_step(), r_step(), t_step()  # warm-up
         steps = (o_step.opt_steps, t_step.opt_steps)
-        ours_t, reuse_t, trl_t = [], [], []
+        ours_t, recomp_t, trl_t = [], [], []
         for _ in range(cfg.repeats):  # alternate, so drifts of the machine hit both sides alike
             ours_t.append(o_step())
-            reuse_t.append(r_step())
+            recomp_t.append(r_step())
             trl_t.append(t_step())
     want = cfg.ppo_epochs * cfg.batch_size // cfg.minibatch_size
     print(f"optimizer steps per iteration: ours {steps[0]}, TRL {steps[1]} (want {want})")
     eps = lambda ts: [cfg.batch_size / t for t in ts]  # noqa: E731  episodes/s
     print(f"\none PPO iteration, episodes/s, median [min, max] of {cfg.repeats} repeats:")
-    print(f"  ours (ppo.ppo_iteration)   {spread(eps(ours_t))}")
-    print(f"  ours, sampler's log-probs  {spread(eps(reuse_t))}   (--recompute_logprobs=False: TRL's choice)")
+    print(f"  ours (ppo.ppo_iteration)   {spread(eps(ours_t))}   (the sampler's log-probs: the default, as TRL)")
+    print(f"  ours, recomputed log-probs {spread(eps(recomp_t))}   (--recompute_logprobs=True)")
     print(f"  TRL  (PPOTrainer)          {spread(eps(trl_t))}")
     print(f"  ours / TRL                 {spread([b / a for a, b in zip(ours_t, trl_t)])}  (per-repeat ratios)")
-    print(f"  ours (reuse) / TRL         {spread([b / a for a, b in zip(reuse_t, trl_t)])}")
+    print(f"  ours (recompute) / TRL     {spread([b / a for a, b in zip(recomp_t, trl_t)])}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def stages(out, world, seed=0):
                           f"--prompts={world}/ppo_prompts.jsonl", f"--ptx_data={world}/corpus_train.txt",
                           "--ptx_coef=1.0", f"--out={out}/ppo_ptx.pt"], True),
         ("ppo_beta0", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
-                            f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", "--lr=3e-4", "--iters=20", f"--out={out}/ppo_beta0.pt"],
+                            f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", "--lr=6e-4", "--iters=20", f"--out={out}/ppo_beta0.pt"],
          True),
         ("evaluate", py + ["evaluate.py",
                            f"--models=base_large={out}/base_large.pt,base={out}/base.pt,prompted={out}/base.pt,"
