@@ -129,7 +129,7 @@ def ours_step(cfg, m, prompts, device, recompute=False):
     from ppo import PPOConfig, ppo_iteration
     pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs,
                      samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False,
-                     recompute_logprobs=recompute)
+                     recompute_logprobs=recompute, lr_warmup=0)  # constant lr, as TRL's here
     opt = torch.optim.AdamW([dict(params=list(m.policy.parameters())),  # as ppo.py builds it
                              dict(params=[p for p in m.value.parameters() if p.requires_grad])],
                             lr=LR, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)

@@ -421,7 +421,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
             if cfg.lr_warmup and not value_only:  # the policy's group: ramp its first steps
                 g = opt.param_groups[0]
                 g["policy_steps"] = g.get("policy_steps", 0) + 1
-                g["lr"] = g["sched_lr"] * min(1.0, g["policy_steps"] / cfg.lr_warmup)
+                g["lr"] = g.setdefault("sched_lr", g["lr"]) * min(1.0, g["policy_steps"] / cfg.lr_warmup)
             opt.step()
 
     clock("train")

@@ -30,6 +30,9 @@ cases = [
  ("ddp.py", "return world() * float(n_local) / max(n_all, 1.0)", "return 1.0", "tests/test_ddp.py", "match"),
  ("model.py", "u = torch.rand(total, 1, device=cdf.device, generator=generator)[first : first + cdf.size(0)]", "u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)", "tests/test_ddp.py", "match"),
  ("ppo.py", "mean = ddp.all_sum((x * mask).sum()) / n", "mean = (x * mask).sum() / mask.sum()", "tests/test_ddp.py", "match"),
+ # PPO's policy lr ramp, and the sampler check that must only measure
+ ("ppo.py", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"]) * min(1.0, g[\"policy_steps\"] / cfg.lr_warmup)", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"])", "tests/test_ppo.py", "lr_warmup"),
+ ("ppo.py", "            if cfg.recompute_logprobs:", "            if cfg.recompute_logprobs or check_sampler:", "tests/test_ppo.py", "checking_the_sampler"),
 ]
 
 

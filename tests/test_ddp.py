@@ -90,7 +90,7 @@ def test_two_processes_and_grad_accum_match_one_process(files):
     # PPO from the SFT and RM above: 4 prompts x 2 answers per iteration, one minibatch per epoch
     ppo = [f"--policy={d}/one_sft.pt", f"--rm={d}/one_rm.pt", f"--prompts={d}/prompts.jsonl", "--ptx_data=",
            "--iters=3", "--batch_size=8", "--samples_per_prompt=2", "--minibatch_size=8", "--value_warmup=1",
-           "--max_new_tokens=8", "--lr=1e-3"]
+           "--max_new_tokens=8", "--lr=1e-3", "--ppo_epochs=2", "--lr_warmup=0"]
     for tag, nproc, extra in (("one", 1, []), ("two", 2, []), ("accum", 1, ["--grad_accum=2"])):
         log = run("ppo.py", ppo + extra + [f"--out={d}/{tag}_ppo.pt"], nproc)
         assert "no gold score is logged" in log  # prompts without meta
