@@ -96,6 +96,33 @@ def matmul_peak(device, n=None, steps=20):
     return 2 * n**3 / dt
 
 
+def matmul_floor_fn(mcfg, batch, T, device):
+    """A function that runs the matrix products of one training step and nothing else: every
+    linear layer's forward (x W) and its two backward products (dY W^T, X^T dY), the tied LM
+    head likewise, and attention's QK^T and AV with their backward products at the causal
+    half (one T halved: a causal kernel can skip the upper triangle). Layer norms, softmax,
+    GELU, the loss and the optimizer are left out, so an implementation that does the same
+    arithmetic cannot take less time per step: it bounds how far ahead of a peer any
+    implementation can be."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    M, C, V, H, L = batch * T, mcfg.n_embd, mcfg.vocab_size, mcfg.n_head, mcfg.n_layer
+    hd, t2 = C // H, T // 2
+    shapes = []  # (batch of products, m, k, n), one entry per product in a step
+    for k, n in [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)] * L + [(C, V)]:
+        shapes += [(1, M, k, n), (1, M, n, k), (1, k, M, n)]
+    shapes += [(batch * H, T, hd, t2), (batch * H, T, t2, hd),  # QK^T, AV
+               (batch * H, T, t2, hd), (batch * H, hd, T, t2),  # their backward products
+               (batch * H, T, hd, t2), (batch * H, t2, T, hd)] * L
+    pairs = {sh: (torch.randn(sh[:3], device=device, dtype=dtype), torch.randn(sh[0], sh[2], sh[3], device=device,
+                                                                               dtype=dtype)) for sh in set(shapes)}
+
+    def step():
+        for sh in shapes:
+            torch.bmm(*pairs[sh])
+
+    return step
+
+
 def train_step_fn(model, idx, device, hf=False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -164,7 +191,9 @@ def main():
     fns = {"ours": train_step_fn(model, idx, device)}
     if hf is not None:
         fns["transformers"] = train_step_fn(hf, idx, device, hf=True)
+    fns["floor"] = matmul_floor_fn(mcfg, cfg.batch_size, cfg.block_size, device)
     t = alternate(fns, cfg.steps, cfg.repeats, device)
+    floor = t["floor"]
     # FLOPs per token: 6N for the matmuls forward + backward, plus attention's 12 * L * C * T (PaLM appendix B)
     flops_per_token = 6 * N + 12 * mcfg.n_layer * mcfg.n_embd * cfg.block_size
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (median of {cfg.repeats}); medians of {cfg.repeats} alternating "
@@ -174,6 +203,11 @@ def main():
     if hf is not None:
         print(f"train transformers:  {fmt([tokens / x for x in t['transformers']], ' tok/s')} | ours is "
               f"{fmt([h / o for o, h in zip(t['ours'], t['transformers'])], 'x', f='.2f')}")
+    print(f"matmuls alone:       {fmt([tokens / x for x in floor], ' tok/s')} | a step's matrix products, nothing "
+          f"else: ours takes {fmt([o / f for o, f in zip(t['ours'], floor)], 'x', f='.2f')} their time")
+    if hf is not None:
+        print(f"                     transformers {fmt([h / f for h, f in zip(t['transformers'], floor)], 'x', f='.2f')}"
+              ": the most any implementation doing this arithmetic could lead transformers by")
 
     # 2. sampling throughput ------------------------------------------------------------
     ours.eval()

@@ -267,3 +267,19 @@ def test_sampling_matches_distribution():
     assert (counts - logits[0].softmax(-1)).abs().max() < 0.01
     counts = torch.bincount(sample_next(logits, 0.5, generator=g), minlength=6).float() / 20000
     assert (counts - (logits[0] / 0.5).softmax(-1)).abs().max() < 0.01
+
+
+def test_bench_matmul_floor_does_a_training_steps_arithmetic(monkeypatch):
+    """bench.py's floor runs the matrix products of one training step: 6 FLOPs per token per
+    weight of the linear layers and the tied LM head (forward + two backward products), and
+    attention's four products forward and back at the causal half (6 B L C T^2 in all)."""
+    import bench
+    cfg = GPTConfig(vocab_size=96, block_size=32, n_layer=3, n_head=2, n_embd=16)
+    B, T = 2, 32
+    flops = []
+    real_bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b: flops.append(2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2])
+                        or real_bmm(a, b))
+    bench.matmul_floor_fn(cfg, B, T, "cpu")()
+    C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    assert sum(flops) == 6 * B * T * (12 * C * C * L + C * V) + 6 * B * L * C * T * T
