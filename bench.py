@@ -5,8 +5,10 @@ Benchmarks for model.py and the synthetic world: prints numbers, asserts nothing
     python bench.py --n_layer=12 --n_embd=768 --device=cuda   # GPT-2 small on a GPU
 
 Measures, on the same config and batch:
-1. training tokens/s of our GPT vs transformers' GPT2LMHeadModel (if installed), and our
-   model FLOPs utilisation as a fraction of this machine's measured fp32 matmul peak;
+1. training tokens/s of our GPT vs transformers' GPT2LMHeadModel (if installed), our model
+   FLOPs utilisation as a fraction of this machine's measured fp32 matmul peak, and each
+   step's time over the time of its matrix products alone (matmul_floor_fn): the floor no
+   implementation of the same arithmetic gets under;
 2. sampling tokens/s with the KV cache vs without, and vs transformers' `generate`;
 3. the world (data/): seconds to build it at `world_scale` (0.05 is what the tests build)
    and gold judgements per second on SFT-like candidates.
