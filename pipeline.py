@@ -5,7 +5,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
           -> PPO, PPO-ptx (and PPO at beta = 0) -> evaluation report
 
     python pipeline.py               # the default run (~13 min on a 2-core CPU)
-    python pipeline.py --quick       # the same stages, tiny settings (1-2 minutes): smoke test, first contact
+    python pipeline.py --quick       # the same stages, tiny settings (under a minute on 2 cores): smoke test, first contact
     python pipeline.py --redo=ppo    # rerun one stage (and everything after it)
     python pipeline.py --out=runs/a  # another output folder
     python pipeline.py --seed=1      # another world AND other training seeds -> out/seed1/

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole pipeline on the embedded synthetic world.
 #   bash run.sh            # default run -> out/report.md
-#   bash run.sh --quick    # tiny settings, 1-2 minutes
+#   bash run.sh --quick    # tiny settings, under a minute
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
