@@ -323,7 +323,8 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
     model learns (with no value clip), so the policy's first update sees sane advantages.
     Under torchrun (ddp.py) `prompt_ids` are this rank's share, `rows` = (first row, rows on
     all ranks) for model.generate, and `wrapped` = the DDP-wrapped (policy, value), through
-    which the training forward passes go.
+    which the training forward passes go. check_sampler=True adds one policy forward that
+    measures the sampler's log-probs (stats["sample_lp_err"]); it changes nothing else.
     """
     device = next(policy.parameters()).device
     dev = device.type
@@ -453,7 +454,7 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
     )
     if cfg.recompute_logprobs or check_sampler:
         stats["sample_lp_err"] = sample_lp_err
-    out.update(scores=scores, kl=kl, logprobs_recomputed=logprobs)
+    out.update(scores=scores, kl=kl, old_logprobs=logprobs)
     return stats, out
 
 
