@@ -3,6 +3,8 @@ simulated demonstrations, fact probes and labelers, written as plain files.
 
     python -m data.world build --out=data/world --seed=0 --scale=1.0   # ~4 MB corpus, ~1 s
     python -m data.world build --out=/tmp/w --scale=0.05               # tiny, for tests (~0.2 s)
+    python -m data.world build --out=/tmp/w25 --rm_scale=2.5           # 2.5x the comparison prompts, the rest
+                                                                       # (SFT data, corpus, eval prompts) unchanged
     python -m data.world stats --dir=data/world                        # counts, samples, agreement
 
 Files (same seed -> byte-identical files; see data/README.md for formats and rubric):
@@ -314,7 +316,7 @@ def _record(idx, split, prompt, category, lang, meta):
             "lang": lang, "meta": meta}
 
 
-def make_splits(ix, seed, scale):
+def make_splits(ix, seed, scale, rm_scale=1.0):
     rng = random.Random(f"prompts-{seed}")
     seen, seen_eval = set(), set()
 
@@ -331,7 +333,8 @@ def make_splits(ix, seed, scale):
         raise RuntimeError(f"could not make a new unique {cat} prompt")
 
     def n_of(split):
-        return max(len(T.CATEGORIES) if split in ("sft", "eval") else 2, round(SIZES[split] * scale))
+        n = SIZES[split] * scale * (rm_scale if split == "rm" else 1.0)
+        return max(len(T.CATEGORIES) if split in ("sft", "eval") else 2, round(n))
 
     splits = {}
     # eval first: equal share per category (generalisation sets come after)
@@ -386,8 +389,11 @@ def _dump_json(path, obj):
         f.write("\n")
 
 
-def build_world(out_dir, seed=0, scale=1.0):
-    """Write every file of the world into out_dir; return world.json's dict."""
+def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0):
+    """Write every file of the world into out_dir; return world.json's dict. rm_scale
+    multiplies the comparison prompts only: the splits are drawn eval, sft, rm, ppo from one
+    stream, so the SFT data, the evaluation prompts and the corpus stay byte-identical (the
+    PPO prompts are a new draw)."""
     os.makedirs(out_dir, exist_ok=True)
     ix = K.get_index(seed)
     kb = dict(ix.kb)
@@ -397,7 +403,7 @@ def build_world(out_dir, seed=0, scale=1.0):
     kb["lang2"] = {"name": LANG2_NAME, "dictionary": dictionary()}
     _dump_json(os.path.join(out_dir, "kb.json"), kb)
 
-    splits = make_splits(ix, seed, scale)
+    splits = make_splits(ix, seed, scale, rm_scale)
     write_jsonl(os.path.join(out_dir, "sft.jsonl"), splits["sft"])
     write_jsonl(os.path.join(out_dir, "rm_prompts.jsonl"), splits["rm"])
     write_jsonl(os.path.join(out_dir, "ppo_prompts.jsonl"), splits["ppo"])
@@ -422,7 +428,7 @@ def build_world(out_dir, seed=0, scale=1.0):
             out[r[key]] = out.get(r[key], 0) + 1
         return dict(sorted(out.items()))
 
-    info = {"seed": seed, "scale": scale, "files": FILES,
+    info = {"seed": seed, "scale": scale, **({"rm_scale": rm_scale} if rm_scale != 1.0 else {}), "files": FILES,
             "counts": {"sft": len(splits["sft"]), "rm_prompts": len(splits["rm"]),
                        "ppo_prompts": len(splits["ppo"]), "eval_prompts": len(splits["eval"]),
                        "probes": len(probes), "corpus_train_docs": len(train),
@@ -539,14 +545,15 @@ def _parse(argv):
 if __name__ == "__main__":
     cmd, kw = _parse(sys.argv[1:])
     if cmd == "build":
-        unknown = set(kw) - {"out", "seed", "scale"}
+        unknown = set(kw) - {"out", "seed", "scale", "rm_scale"}
         if unknown:
-            raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale")
+            raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale --rm_scale")
         t0 = time.time()
-        info = build_world(kw.get("out", "data/world"), int(kw.get("seed", 0)), float(kw.get("scale", 1.0)))
+        info = build_world(kw.get("out", "data/world"), int(kw.get("seed", 0)), float(kw.get("scale", 1.0)),
+                           float(kw.get("rm_scale", 1.0)))
         print(f"built {kw.get('out', 'data/world')} in {time.time() - t0:.1f}s: {json.dumps(info['counts'])}")
     elif cmd == "stats":
         stats(kw.get("dir", "data/world"))
     else:
-        raise SystemExit("usage: python -m data.world build --out=DIR [--seed=0] [--scale=1.0]\n"
+        raise SystemExit("usage: python -m data.world build --out=DIR [--seed=0] [--scale=1.0] [--rm_scale=1.0]\n"
                          "       python -m data.world stats --dir=DIR")

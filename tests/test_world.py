@@ -58,6 +58,19 @@ def test_build_complete_and_counts_true(world):
     assert counts["eval_prompts"] == 16 + 3 + 4  # eval 5% of 324, held-out category 5% of 60, lang2 5% of 72
 
 
+def test_rm_scale_grows_the_comparison_prompts_only(world, tmp_path):
+    """--rm_scale multiplies the RM prompts; the SFT data, evaluation prompts, corpus and probes
+    stay byte-identical, so the base and SFT models of a run need not be retrained."""
+    out, _ = world
+    info = build_world(str(tmp_path / "rm2"), seed=0, scale=SCALE, rm_scale=2.0)
+    assert info["counts"]["rm_prompts"] == 150 and info["rm_scale"] == 2.0
+    for f in ("kb.json", "corpus_train.txt", "corpus_heldout.txt", "sft.jsonl", "eval_prompts.jsonl", "probes.jsonl",
+              "fewshot.txt"):
+        assert open(os.path.join(out, f), "rb").read() == open(tmp_path / "rm2" / f, "rb").read(), f
+    assert open(os.path.join(out, "rm_prompts.jsonl"), "rb").read() != open(tmp_path / "rm2" / "rm_prompts.jsonl",
+                                                                               "rb").read()
+
+
 def test_same_seed_identical_other_seed_different(world, tmp_path):
     out, _ = world
     build_world(str(tmp_path / "again"), seed=0, scale=SCALE)
