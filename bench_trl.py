@@ -55,7 +55,6 @@ import contextlib
 import copy
 import io
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -69,6 +68,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's re
 
 import torch
 
+from bench import fmt
 from common import autocast, get_device, parse_config, print_config, precision_name
 from model import GPT, ScalarModel
 
@@ -202,7 +202,7 @@ def trl_step(cfg, hf, prompts, device, tmp):
 
 
 def spread(xs):
-    return f"{statistics.median(xs):8.2f}  [{min(xs):.2f}, {max(xs):.2f}]"
+    return fmt(xs, f=".2f")  # bench.py's 'median [min, max]'
 
 
 def main():

@@ -352,10 +352,10 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         # (sample_lp_err: ~1e-6 in fp32, ~0.03 under bf16); --recompute_logprobs=True trains on
         # that forward's instead, every iteration: the PPO ratio is then exactly 1 at the first
         # minibatch, at the cost of one more policy forward.
-        logprobs = out["logprobs"].float()  # (B, R)
+        logprobs, lp_check = out["logprobs"].float(), {}  # (B, R)
         if cfg.recompute_logprobs or check_sampler:
             fresh = response_logprobs(policy, tokens, attn, P, cfg.temperature).float()  # (B, R)
-            sample_lp_err = ((logprobs - fresh).abs() * mask).max().item()
+            lp_check["sample_lp_err"] = ((logprobs - fresh).abs() * mask).max().item()
             if cfg.recompute_logprobs:
                 logprobs = fresh
         with on_device(ref, device, cfg.offload):
@@ -415,9 +415,9 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
                                                  f"{st['vf_loss'].item()}, ptx {st['ptx_loss'].item()})")
                     loss.backward()
                 if ratio_start_err is None:  # first minibatch of the first epoch: must be exactly 1
-                    ratio_start_err = st["ratio_err"].item()
-                for k in agg:
-                    agg[k].append(st[k].item())
+                    ratio_start_err = st["ratio_err"]
+                for k in agg:  # tensors: read back once, after the epochs (no GPU sync per step)
+                    agg[k].append(st[k].detach().float())
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
             if cfg.lr_warmup and not value_only:  # the policy's group: ramp its first steps
                 g = opt.param_groups[0]
@@ -437,23 +437,16 @@ def ppo_iteration(policy, ref, value, opt, prompt_ids, reward_fn, cfg, tok, kl_c
         kl=(kl.sum(1)).mean().item(),  # k1 per response
         kl_k3=(k3(logprobs, ref_logprobs) * mask).sum(1).mean().item(),
         reward=(rewards.sum(1)).mean().item(),
-        pg_loss=sum(agg["pg_loss"]) / len(agg["pg_loss"]),
-        vf_loss=sum(agg["vf_loss"]) / len(agg["vf_loss"]),
-        clipfrac=sum(agg["clipfrac"]) / len(agg["clipfrac"]),
-        vf_clipfrac=sum(agg["vf_clipfrac"]) / len(agg["vf_clipfrac"]),
-        approxkl=sum(agg["approxkl"]) / len(agg["approxkl"]),
-        entropy=sum(agg["entropy"]) / len(agg["entropy"]),
+        **{k: torch.stack(agg[k]).mean().item() for k in agg if k != "ratio_max"},
         explained_var=explained_var.item(),
         resp_len=n.mean().item(),
         eos_rate=out["ended"].float().mean().item(),
-        ptx_loss=sum(agg["ptx_loss"]) / len(agg["ptx_loss"]),
-        ratio_max=max(agg["ratio_max"]),
+        ratio_max=torch.stack(agg["ratio_max"]).max().item(),
         kl_coef=kl_coef,
-        ratio_start_err=ratio_start_err,
+        ratio_start_err=ratio_start_err.item(),
+        **lp_check,  # sample_lp_err, on the iterations that checked the sampler
         **clock.times,
     )
-    if cfg.recompute_logprobs or check_sampler:
-        stats["sample_lp_err"] = sample_lp_err
     out.update(scores=scores, kl=kl, old_logprobs=logprobs)
     return stats, out
 
