@@ -5,6 +5,8 @@ simulated demonstrations, fact probes and labelers, written as plain files.
     python -m data.world build --out=/tmp/w --scale=0.05               # tiny, for tests (~0.2 s)
     python -m data.world build --out=/tmp/w25 --rm_scale=2.5           # 2.5x the comparison prompts, the rest
                                                                        # (SFT data, corpus, eval prompts) unchanged
+    python -m data.world build --out=/tmp/wd3 --demo_flaws=3           # demonstrators 3x as careless (SFT data
+                                                                       # only; the rest byte-identical)
     python -m data.world stats --dir=data/world                        # counts, samples, agreement
 
 Files (same seed -> byte-identical files; see data/README.md for formats and rubric):
@@ -316,7 +318,7 @@ def _record(idx, split, prompt, category, lang, meta):
             "lang": lang, "meta": meta}
 
 
-def make_splits(ix, seed, scale, rm_scale=1.0):
+def make_splits(ix, seed, scale, rm_scale=1.0, demo_flaws=1.0):
     rng = random.Random(f"prompts-{seed}")
     seen, seen_eval = set(), set()
 
@@ -364,7 +366,7 @@ def make_splits(ix, seed, scale, rm_scale=1.0):
     labs = L.train_labelers()
     for rec in splits["sft"]:
         lab = drng.choice(labs)
-        rec["response"], rec["flaws"] = T.write_demo(rec, lab, drng, ix)
+        rec["response"], rec["flaws"] = T.write_demo(rec, lab, drng, ix, boost=demo_flaws)
         rec["labeler"] = lab["name"]
     return splits
 
@@ -389,11 +391,13 @@ def _dump_json(path, obj):
         f.write("\n")
 
 
-def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0):
+def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0):
     """Write every file of the world into out_dir; return world.json's dict. rm_scale
     multiplies the comparison prompts only: the splits are drawn eval, sft, rm, ppo from one
     stream, so the SFT data, the evaluation prompts and the corpus stay byte-identical (the
-    PPO prompts are a new draw)."""
+    PPO prompts are a new draw). demo_flaws multiplies the rate of every flaw the
+    demonstrators write into sft.jsonl (each capped at 0.9; data/tasks.write_demo's boost):
+    only the demonstrations' text changes, drawn from their own random stream."""
     os.makedirs(out_dir, exist_ok=True)
     ix = K.get_index(seed)
     kb = dict(ix.kb)
@@ -403,7 +407,7 @@ def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0):
     kb["lang2"] = {"name": LANG2_NAME, "dictionary": dictionary()}
     _dump_json(os.path.join(out_dir, "kb.json"), kb)
 
-    splits = make_splits(ix, seed, scale, rm_scale)
+    splits = make_splits(ix, seed, scale, rm_scale, demo_flaws)
     write_jsonl(os.path.join(out_dir, "sft.jsonl"), splits["sft"])
     write_jsonl(os.path.join(out_dir, "rm_prompts.jsonl"), splits["rm"])
     write_jsonl(os.path.join(out_dir, "ppo_prompts.jsonl"), splits["ppo"])
@@ -428,7 +432,8 @@ def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0):
             out[r[key]] = out.get(r[key], 0) + 1
         return dict(sorted(out.items()))
 
-    info = {"seed": seed, "scale": scale, **({"rm_scale": rm_scale} if rm_scale != 1.0 else {}), "files": FILES,
+    info = {"seed": seed, "scale": scale, **({"rm_scale": rm_scale} if rm_scale != 1.0 else {}),
+            **({"demo_flaws": demo_flaws} if demo_flaws != 1.0 else {}), "files": FILES,
             "counts": {"sft": len(splits["sft"]), "rm_prompts": len(splits["rm"]),
                        "ppo_prompts": len(splits["ppo"]), "eval_prompts": len(splits["eval"]),
                        "probes": len(probes), "corpus_train_docs": len(train),
@@ -542,18 +547,31 @@ def _parse(argv):
     return cmd, kw
 
 
+def _number(kw, key, default, kind=float, minimum=0.0):
+    """--key=value as a number >= minimum, or exit with a message naming the option."""
+    raw = kw.get(key, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SystemExit(f"--{key}={raw}: expected {'an integer' if kind is int else 'a number'}")
+    if value < minimum:
+        raise SystemExit(f"--{key}={raw}: expected a value >= {minimum}")
+    return value
+
+
 if __name__ == "__main__":
     cmd, kw = _parse(sys.argv[1:])
     if cmd == "build":
-        unknown = set(kw) - {"out", "seed", "scale", "rm_scale"}
+        unknown = set(kw) - {"out", "seed", "scale", "rm_scale", "demo_flaws"}
         if unknown:
-            raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale --rm_scale")
+            raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale --rm_scale --demo_flaws")
         t0 = time.time()
-        info = build_world(kw.get("out", "data/world"), int(kw.get("seed", 0)), float(kw.get("scale", 1.0)),
-                           float(kw.get("rm_scale", 1.0)))
+        info = build_world(kw.get("out", "data/world"), _number(kw, "seed", 0, int), _number(kw, "scale", 1.0, minimum=1e-3),
+                           _number(kw, "rm_scale", 1.0, minimum=1e-3), _number(kw, "demo_flaws", 1.0))
         print(f"built {kw.get('out', 'data/world')} in {time.time() - t0:.1f}s: {json.dumps(info['counts'])}")
     elif cmd == "stats":
         stats(kw.get("dir", "data/world"))
     else:
-        raise SystemExit("usage: python -m data.world build --out=DIR [--seed=0] [--scale=1.0] [--rm_scale=1.0]\n"
+        raise SystemExit("usage: python -m data.world build --out=DIR [--seed=0] [--scale=1.0] [--rm_scale=1.0] "
+                         "[--demo_flaws=1.0]\n"
                          "       python -m data.world stats --dir=DIR")

@@ -71,6 +71,26 @@ def test_rm_scale_grows_the_comparison_prompts_only(world, tmp_path):
                                                                                "rb").read()
 
 
+def test_demo_flaws_changes_only_the_demonstrations(world, tmp_path):
+    """--demo_flaws makes the demonstrators more careless: the same SFT prompts with more
+    flawed answers; every other file of the world byte-identical."""
+    out, _ = world
+    info = build_world(str(tmp_path / "d3"), seed=0, scale=SCALE, demo_flaws=3.0)
+    assert info["demo_flaws"] == 3.0
+    for f in ("kb.json", "corpus_train.txt", "corpus_heldout.txt", "rm_prompts.jsonl", "ppo_prompts.jsonl",
+              "eval_prompts.jsonl", "probes.jsonl", "fewshot.txt"):
+        assert open(os.path.join(out, f), "rb").read() == open(tmp_path / "d3" / f, "rb").read(), f
+    base, sloppy = _load(out, "sft.jsonl"), _load(str(tmp_path / "d3"), "sft.jsonl")
+    assert [r["prompt"] for r in base] == [r["prompt"] for r in sloppy]
+    n_base = sum(bool(r["flaws"]) for r in base)
+    n_sloppy = sum(bool(r["flaws"]) for r in sloppy)
+    assert n_sloppy > 1.5 * n_base, (n_base, n_sloppy)
+    # a flawed demonstration scores below its reference, by the judge the flaws are for
+    worse = [L.judge(r, r["response"])["score"] < L.judge(r, r["meta"]["gold"])["score"]
+             for r in sloppy if r["flaws"] and set(r["flaws"]) & {"wrong_fact", "sloppy", "violate"}]
+    assert worse and sum(worse) / len(worse) > 0.8
+
+
 def test_same_seed_identical_other_seed_different(world, tmp_path):
     out, _ = world
     build_world(str(tmp_path / "again"), seed=0, scale=SCALE)
