@@ -566,8 +566,9 @@ if __name__ == "__main__":
         if unknown:
             raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale --rm_scale --demo_flaws")
         t0 = time.time()
-        info = build_world(kw.get("out", "data/world"), _number(kw, "seed", 0, int), _number(kw, "scale", 1.0, minimum=1e-3),
-                           _number(kw, "rm_scale", 1.0, minimum=1e-3), _number(kw, "demo_flaws", 1.0))
+        info = build_world(kw.get("out", "data/world"), _number(kw, "seed", 0, int, minimum=0),
+                           _number(kw, "scale", 1.0, minimum=1e-3), _number(kw, "rm_scale", 1.0, minimum=1e-3),
+                           _number(kw, "demo_flaws", 1.0))
         print(f"built {kw.get('out', 'data/world')} in {time.time() - t0:.1f}s: {json.dumps(info['counts'])}")
     elif cmd == "stats":
         stats(kw.get("dir", "data/world"))

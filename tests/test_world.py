@@ -4,6 +4,8 @@ import json
 import os
 import random
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -89,6 +91,19 @@ def test_demo_flaws_changes_only_the_demonstrations(world, tmp_path):
     worse = [L.judge(r, r["response"])["score"] < L.judge(r, r["meta"]["gold"])["score"]
              for r in sloppy if r["flaws"] and set(r["flaws"]) & {"wrong_fact", "sloppy", "violate"}]
     assert worse and sum(worse) / len(worse) > 0.8
+
+
+@pytest.mark.parametrize("arg, message", [("--demo_flaws=abc", "--demo_flaws=abc: expected a number"),
+                                          ("--scale=-1", "--scale=-1: expected a value >= 0.001"),
+                                          ("--seed=1.5", "--seed=1.5: expected an integer"),
+                                          ("--rm_sclae=2", "unknown options ['rm_sclae']")])
+def test_build_cli_names_the_bad_option(tmp_path, arg, message):
+    """A bad build option exits non-zero with a message naming it, never a raw traceback."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "data.world", "build", f"--out={tmp_path}/w", arg], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "w")
 
 
 def test_same_seed_identical_other_seed_different(world, tmp_path):
