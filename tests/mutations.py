@@ -33,6 +33,8 @@ cases = [
  # PPO's policy lr ramp, and the sampler check that must only measure
  ("ppo.py", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"]) * min(1.0, g[\"policy_steps\"] / cfg.lr_warmup)", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"])", "tests/test_ppo.py", "lr_warmup"),
  ("ppo.py", "            if cfg.recompute_logprobs:", "            if cfg.recompute_logprobs or check_sampler:", "tests/test_ppo.py", "checking_the_sampler"),
+ # the world's difficulty knob must reach the demonstrations
+ ("data/world.py", "T.write_demo(rec, lab, drng, ix, boost=demo_flaws)", "T.write_demo(rec, lab, drng, ix)", "tests/test_world.py", "demo_flaws"),
 ]
 
 
