@@ -57,7 +57,8 @@ from common import die, get_device, parse_config, precision_name, print_config, 
 from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import heldout_labelers, judge, prefer, train_labelers
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
-from report import RM_JUDGE_NOTE, main_table, make_figures, pair_key, render_report, render_rm_report, rm_table
+from report import (RM_JUDGE_NOTE, main_table, make_figures, pair_key, render_report, render_rm_report, rm_table,
+                    write_files)
 from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, qa_prompt, sample_prompted,
                     sample_responses, score_texts)
 from tokenizer import render
@@ -433,17 +434,6 @@ def log_points(rows, k=6):
 # the report
 
 
-def _json_safe(x):
-    """NaN/inf -> None, so results.json is strict JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def pick_samples(recs, k):
     """The first prompt of each category, in file order, up to k."""
     seen, out = set(), []
@@ -693,18 +683,6 @@ def side_by_side(recs, models, responses, k):
     return [dict(prompt=recs[i]["prompt"], category=recs[i]["category"], split=recs[i].get("split"),
                  answers={n: dict(response=responses[n][i], score=models[n]["gold"][i]["score"]) for n in models})
             for i in pick_samples(recs, k)]
-
-
-def write_files(out_dir, report, results, response_rows):
-    """report.md, results.json and responses.jsonl (one row per prompt) into out_dir."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(report)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(_json_safe(results), f, indent=1)
-    with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
-        for row in response_rows:
-            f.write(json.dumps(row) + "\n")
 
 
 def write_outputs(results, ppo_log_rows, recs, responses, models, out_dir):

@@ -1,11 +1,13 @@
 """
 The evaluation report: evaluate.py measures, this file writes what it measured as
-report.md tables and (when matplotlib is installed) PNG figures. Nothing here samples a
-model or judges an answer; it only formats `results` (see evaluate.claims_table for its
-layout). What is measured (the model families, the generalisation splits, the pairs)
-is decided in evaluate.py and arrives inside `results`; this file imports nothing from it.
+report.md tables, results.json and responses.jsonl, and (when matplotlib is installed)
+PNG figures. Nothing here samples a model or judges an answer; it only formats and
+writes `results` (see evaluate.claims_table for its layout). What is measured (the model
+families, the generalisation splits, the pairs) is decided in evaluate.py and arrives inside `results`; this file imports nothing from it.
 """
 
+import json
+import math
 import os
 
 # display names of evaluate.model_family's families; also Figure 1's lines, in legend order
@@ -234,3 +236,29 @@ def _save(fig, out_dir, name):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# -----------------------------------------------------------------------------
+# the files
+
+def _json_safe(x):
+    """NaN/inf -> None, so results.json is strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_files(out_dir, report, results, response_rows):
+    """report.md, results.json and responses.jsonl (one row per prompt) into out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(_json_safe(results), f, indent=1)
+    with open(os.path.join(out_dir, "responses.jsonl"), "w") as f:
+        for row in response_rows:
+            f.write(json.dumps(row) + "\n")
