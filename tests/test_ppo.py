@@ -103,47 +103,9 @@ def test_kl_reward_placement():
     assert (kl[mask == 0] == 0).all()
 
 
-@pytest.mark.parametrize("recompute", [True, False])
-def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned(recompute):
-    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite;
-    with the sampler's old log-probs (default) or recomputed ones (--recompute_logprobs=True)."""
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
-    policy = GPT(cfg)
-    ref = GPT(cfg)
-    ref.load_state_dict(policy.state_dict())
-    value = ScalarModel(cfg)
-
-    class Tok:
-        eot_id, pad_id = 14, 15
-
-    ppo_cfg = replace(PPOConfig(), batch_size=32, minibatch_size=8, ppo_epochs=2, lr=1e-2, max_new_tokens=6,
-                      kl_coef=0.01, cliprange=0.2, eos_trick=False, recompute_logprobs=recompute)
-    params = list(policy.parameters()) + list(value.parameters())
-    opt = torch.optim.Adam(params, lr=ppo_cfg.lr)
-    gen = torch.Generator().manual_seed(0)
-
-    def reward_fn(out):  # fraction of response tokens equal to 7
-        return ((out["response"] == 7).float() * out["response_mask"]).sum(1) / out["response_mask"].sum(1)
-
-    prompts = [[1, 2, 3]] * 32
-    first = None
-    scores = []
-    for it in range(12):
-        stats, out = ppo_iteration(policy, ref, value, opt, prompts, reward_fn, ppo_cfg, Tok, 0.01, gen)
-        if first is None:
-            first = stats
-        scores.append(reward_fn(out).mean().item())
-        assert math.isfinite(stats["kl"])
-    # the first minibatch of the first epoch: the ratio starts at exactly 1 (no clipping possible)
-    assert first["ratio_start_err"] < 1e-5
-    assert first["sample_lp_err"] < 1e-4
-    assert sum(scores[-3:]) / 3 > sum(scores[:2]) / 2 + 0.3
-    assert stats["kl"] > 0
-
-
-def tiny_ppo_run(iters=3, **cfg_kw):
-    """A few PPO iterations of a tiny policy on the 'say token 7' reward; returns (stats list, policy)."""
+def tiny_ppo_run(iters=3, batch_size=16, max_new_tokens=5, **cfg_kw):
+    """A few PPO iterations of a tiny policy on the toy reward 'say token 7' (the fraction of
+    response tokens that are 7) -> (list of (stats, rollout) per iteration, policy, optimizer)."""
     torch.manual_seed(0)
     cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
     policy, ref, value = GPT(cfg), GPT(cfg), ScalarModel(cfg)
@@ -153,20 +115,36 @@ def tiny_ppo_run(iters=3, **cfg_kw):
         eot_id, pad_id = 14, 15
 
     check = cfg_kw.pop("check_sampler", True)
-    ppo_cfg = replace(PPOConfig(), batch_size=16, minibatch_size=8, ppo_epochs=2, lr=1e-2, max_new_tokens=5,
-                      eos_trick=False, **cfg_kw)
+    ppo_cfg = replace(PPOConfig(), batch_size=batch_size, minibatch_size=8, ppo_epochs=2, lr=1e-2,
+                      max_new_tokens=max_new_tokens, eos_trick=False, **cfg_kw)
     opt = torch.optim.AdamW([dict(params=list(policy.parameters())), dict(params=list(value.parameters()))],
                             lr=ppo_cfg.lr, weight_decay=0.0)
     for g in opt.param_groups:
         g["sched_lr"] = g["lr"]
     gen = torch.Generator().manual_seed(0)
-
-    def reward_fn(out):
-        return ((out["response"] == 7).float() * out["response_mask"]).sum(1)
-
-    history = [ppo_iteration(policy, ref, value, opt, [[1, 2, 3]] * 16, reward_fn, ppo_cfg, Tok, 0.01, gen,
-                             check_sampler=check)[0] for _ in range(iters)]
+    history = [ppo_iteration(policy, ref, value, opt, [[1, 2, 3]] * batch_size, toy_reward, ppo_cfg, Tok, 0.01, gen,
+                             check_sampler=check) for _ in range(iters)]
     return history, policy, opt
+
+
+def toy_reward(out):
+    """The fraction of response tokens equal to 7."""
+    return ((out["response"] == 7).float() * out["response_mask"]).sum(1) / out["response_mask"].sum(1)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned(recompute):
+    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite;
+    with the sampler's old log-probs (default) or recomputed ones (--recompute_logprobs=True)."""
+    history, _, _ = tiny_ppo_run(iters=12, batch_size=32, max_new_tokens=6, recompute_logprobs=recompute)
+    first, stats = history[0][0], history[-1][0]
+    scores = [toy_reward(out).mean().item() for _, out in history]
+    assert all(math.isfinite(st["kl"]) for st, _ in history)
+    # the first minibatch of the first epoch: the ratio starts at exactly 1 (no clipping possible)
+    assert first["ratio_start_err"] < 1e-5
+    assert first["sample_lp_err"] < 1e-4
+    assert sum(scores[-3:]) / 3 > sum(scores[:2]) / 2 + 0.3
+    assert stats["kl"] > 0
 
 
 def test_checking_the_sampler_does_not_change_training():
@@ -174,12 +152,13 @@ def test_checking_the_sampler_does_not_change_training():
     weights come out bit-identical; without it (and without --recompute_logprobs) nothing is logged."""
     checked, p1, _ = tiny_ppo_run(check_sampler=True)
     unchecked, p2, _ = tiny_ppo_run(check_sampler=False)
+    checked, unchecked = [st for st, _ in checked], [st for st, _ in unchecked]
     for (k, a), b in zip(p1.state_dict().items(), p2.state_dict().values()):
         assert torch.equal(a, b), k
     assert all(0 <= h["sample_lp_err"] < 1e-4 for h in checked)
     assert all("sample_lp_err" not in h for h in unchecked)
     recomputed, p3, _ = tiny_ppo_run(recompute_logprobs=True, check_sampler=False)
-    assert all("sample_lp_err" in h for h in recomputed)  # recomputing always measures
+    assert all("sample_lp_err" in st for st, _ in recomputed)  # recomputing always measures
     assert any(not torch.equal(a, b) for a, b in zip(p1.parameters(), p3.parameters()))  # trained on other floats
 
 
@@ -193,7 +172,7 @@ def test_lr_warmup_ramps_the_policy_steps_only():
     assert val["lr"] == val["sched_lr"] and "policy_steps" not in val
     h_warm, _, _ = tiny_ppo_run(iters=1, lr_warmup=1000)
     h_cold, _, _ = tiny_ppo_run(iters=1, lr_warmup=0)
-    assert h_warm[0]["ratio_max"] < 1.01 < h_cold[0]["ratio_max"]  # the ramp keeps the first steps small
+    assert h_warm[0][0]["ratio_max"] < 1.01 < h_cold[0][0]["ratio_max"]  # the ramp keeps the first steps small
 
 
 def test_value_warmup_moves_only_the_value_model():
