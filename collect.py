@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from common import die, get_device, parse_config, print_config, seed_everything
 from data import DataError, load_prompts, write_jsonl
-from data.kb import get_index
+from data.kb import index_of
 from data.labelers import agreement, heldout_labelers, rank, train_labelers
 from data.tasks import write_demo
 from policy import load_policy, sample_responses
@@ -127,7 +127,7 @@ def main():
         cands = []
         for src, temp in slots:
             if src == "demo":
-                cands.append((write_demo(r, rng.choice(labs), rng, get_index(r["meta"]["world_seed"]))[0], "demo"))
+                cands.append((write_demo(r, rng.choice(labs), rng, index_of(r["meta"]))[0], "demo"))
             else:
                 cands.append((next(texts[src]), f"{src}@{temp}"))
         candidates.append(cands)

@@ -90,7 +90,7 @@ class EvalConfig:
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 MIN_TAX = 0.05  # nats: smallest PPO-vs-SFT held-out loss increase counted as an alignment tax
-FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx"]  # what model_family tells apart ("other" aside)
+FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx", "ppo_oracle"]  # what model_family tells apart ("other" aside)
 GENERALISATION_SPLITS = ("heldout_category", "lang2")  # eval_prompts.jsonl splits outside the training mix
 
 
@@ -225,8 +225,10 @@ def model_family(name, ckpt):
     if stage == "sft":
         return "sft"
     if stage == "ppo":
+        if ckpt.get("config", {}).get("reward") == "gold":  # trained on the gold judge: a diagnostic, not PPO
+            return "ppo_oracle"
         return "ppo_ptx" if ckpt.get("config", {}).get("ptx_coef", 0) > 0 else "ppo"
-    for fam in ("ppo_ptx", "ppo", "sft", "base"):  # unknown stage: trust the name
+    for fam in ("ppo_oracle", "ppo_ptx", "ppo", "sft", "base"):  # unknown stage: trust the name
         if name.startswith(fam):
             return fam
     return "other"

@@ -9,6 +9,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
     python pipeline.py --redo=ppo    # rerun one stage (and everything after it)
     python pipeline.py --out=runs/a  # another output folder
     python pipeline.py --seed=1      # another world AND other training seeds -> out/seed1/
+    python pipeline.py --world=facts # World v1, the contrast: a world of facts RL does not teach -> out/facts/
 
 GPT-2 and your own data (or public data, converted by `python -m data.convert`):
 
@@ -36,12 +37,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def stages(out, world, seed=0):
+def stages(out, world, seed=0, world_name="v2"):
     """(name, command, resumable) in order. Paths are relative to the repo root. `seed` picks
-    the world (its KB, prompts, labelers' draws) and, as 1337 + seed, every training seed."""
+    the world (its KB, prompts, labelers' draws) and, as 1337 + seed, every training seed;
+    world_name is "v2" (the default) or "facts" (World v1, the contrast)."""
     py = [sys.executable]
     plan = [
-        ("world", py + ["-m", "data.world", "build", f"--out={world}", f"--seed={seed}"], False),
+        ("world", py + ["-m", "data.world", "build", f"--out={world}", f"--seed={seed}", f"--world={world_name}"],
+         False),
         ("tokenizer", py + ["tokenizer.py", f"--input={world}/corpus_train.txt", "--vocab_size=1024",
                             f"--out={out}/tokenizer.tiktoken"], False),
         ("base", py + ["pretrain.py", "--size=small", f"--tokenizer={out}/tokenizer.tiktoken", f"--out={out}/base.pt",
@@ -65,12 +68,19 @@ def stages(out, world, seed=0):
         ("ppo_beta0", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
                             f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", "--lr=6e-4", "--iters=20", f"--out={out}/ppo_beta0.pt"],
          True),
+        # ORACLE diagnostic: PPO-ptx with the gold judge as its reward (ppo.py deviation 9). It shows
+        # what RL can reach on this world with a perfect reward; no other stage reads it.
+        ("ppo_oracle", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", "--reward=gold",
+                             f"--prompts={world}/ppo_prompts.jsonl", f"--ptx_data={world}/corpus_train.txt",
+                             "--ptx_coef=1.0", f"--out={out}/ppo_oracle.pt"], True),
         ("evaluate", py + ["evaluate.py",
                            f"--models=base_large={out}/base_large.pt,base={out}/base.pt,prompted={out}/base.pt,"
-                           f"sft={out}/sft.pt,sft_greedy={out}/sft.pt@0,ppo={out}/ppo.pt,ppo_ptx={out}/ppo_ptx.pt",
+                           f"sft={out}/sft.pt,sft_greedy={out}/sft.pt@0,ppo={out}/ppo.pt,ppo_ptx={out}/ppo_ptx.pt,"
+                           f"ppo_oracle={out}/ppo_oracle.pt",
                            f"--prompts={world}/eval_prompts.jsonl", f"--heldout_corpus={world}/corpus_heldout.txt",
                            f"--probes={world}/probes.jsonl", f"--fewshot={world}/fewshot.txt",
-                           f"--ppo_logs={out}/ppo_log.jsonl,{out}/ppo_ptx_log.jsonl,{out}/ppo_beta0_log.jsonl",
+                           f"--ppo_logs={out}/ppo_log.jsonl,{out}/ppo_ptx_log.jsonl,{out}/ppo_beta0_log.jsonl,"
+                           f"{out}/ppo_oracle_log.jsonl",
                            f"--rm={out}/rm.pt",
                            f"--out_dir={out}"], False),
     ]
@@ -126,14 +136,18 @@ def main(argv):
     if not seed_arg.isdigit():
         fail(f"--seed={seed_arg}: expected a non-negative integer")
     seed = int(seed_arg)
+    world_name = opts.pop("world", "v2")
+    if world_name not in ("v2", "facts"):
+        fail(f"--world={world_name}: expected 'v2' (the default) or 'facts' (World v1, the contrast)")
     preset = opts.pop("preset", "world")
     if preset not in ("world", "gpt2"):
         fail(f"--preset={preset}: expected 'world' (the default: the synthetic world) or 'gpt2'")
     gpt2 = preset == "gpt2"
-    default_out = ("out/gpt2" if gpt2 else "out") + ("/quick" if quick else "") + (f"/seed{seed}" if seed else "")
+    default_out = (("out/gpt2" if gpt2 else "out") + ("/facts" if world_name == "facts" else "")
+                   + ("/quick" if quick else "") + (f"/seed{seed}" if seed else ""))
     out = opts.pop("out", default_out)
     redo = opts.pop("redo", None)
-    known = ("--quick, --seed=N, --out=DIR, --redo=STAGE, --preset=gpt2" +
+    known = ("--quick, --seed=N, --out=DIR, --redo=STAGE, --world=v2|facts, --preset=gpt2" +
              (", " + ", ".join(f"--{k}=..." for k in GPT2_OPTS) if gpt2 else ""))
     for a in argv:
         if a != "--quick" and ("=" not in a or not a.startswith("--")):
@@ -156,8 +170,8 @@ def main(argv):
         world = None
         plan = gpt2_stages(out, g, seed)
     else:
-        world = os.path.join(out, "world") if quick or seed else "data/world"
-        plan = stages(out, world, seed)
+        world = os.path.join(out, "world") if quick or seed or world_name != "v2" else "data/world"
+        plan = stages(out, world, seed, world_name)
     names = [n for n, _, _ in plan]
     if redo is not None and redo not in names:
         fail(f"--redo={redo}: no such stage; stages are {', '.join(names)}")

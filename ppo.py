@@ -20,6 +20,7 @@ with PPO. One iteration of `ppo_iteration`, numbered as in the code:
     python ppo.py --iters=2 --batch_size=8 --minibatch_size=4   # tiny
     python ppo.py --resume=True
     python ppo.py --prompts=my_prompts.jsonl               # your own {"prompt": ...} lines (no gold score logged)
+    python ppo.py --reward=gold --ptx_coef=1.0 --out=out/ppo_oracle.pt   # ORACLE diagnostic (below)
     torchrun --nproc_per_node=2 ppo.py --device=cpu        # data parallel (ddp.py): each rank rolls out its share
 
 Symbols: B rollouts per iteration, P padded prompt length, R response length,
@@ -62,6 +63,11 @@ Where we follow the paper / Ziegler et al. 2019, and where we deviate:
    is far weaker than the paper's; at beta = 0.02 PPO found its blind spots within 30
    iterations (half the answers opened with "Happy to help!" followed by worse content;
    gold 4.42 -> 4.10 at evaluation). At 0.1 it stays where the RM is right more often.
+9. Add, a diagnostic no real project has: --reward=gold replaces the reward model's score
+   by the world's noise-free gold judge (data/labelers.judge), (gold - 4) / 2 so it has
+   about the RM's scale. It measures what RL can reach on this world with a perfect reward,
+   i.e. how much of the gap is the reward model's fault. Its config, log lines and report
+   row say ORACLE; nothing in the real pipeline is chosen by it.
 """
 
 import copy
@@ -91,6 +97,7 @@ from tokenizer import decode_response, render
 class PPOConfig:
     policy: str = "out/sft.pt"  # SFT checkpoint: the starting policy AND the frozen reference
     rm: str = "out/rm.pt"  # reward model (reward.py; its demonstration-mean bias is in the head)
+    reward: str = "rm"  # "rm" (the paper), or "gold": ORACLE diagnostic, the gold judge's score (deviation 9)
     prompts: str = "data/world/ppo_prompts.jsonl"
     ptx_data: str = "data/world/corpus_train.txt"  # pretraining text for the ptx term
     out: str = "out/ppo.pt"
@@ -480,6 +487,8 @@ def main():
     cfg = parse_config(PPOConfig())
     if cfg.advantage not in ("gae", "rloo") or (cfg.advantage == "rloo" and cfg.samples_per_prompt < 2):
         die(f"--advantage must be 'gae' or 'rloo' (rloo needs --samples_per_prompt >= 2), got {cfg.advantage!r}", 2)
+    if cfg.reward not in ("rm", "gold"):
+        die(f"--reward must be 'rm' (the reward model) or 'gold' (the oracle diagnostic), got {cfg.reward!r}", 2)
     if cfg.value_init not in ("rm", "zero"):
         die(f"--value_init must be 'rm' or 'zero', got {cfg.value_init!r}", 2)
     if cfg.batch_size % cfg.samples_per_prompt:
@@ -540,10 +549,19 @@ def main():
         die(f"{cfg.prompts}: {len(recs)} prompts, fewer than one batch needs ({cfg.batch_size // cfg.samples_per_prompt}"
             f" = --batch_size / --samples_per_prompt); under torchrun every batch must be full", 2)
     gold_known = has_meta(recs)  # the world's prompts: the gold judge can score answers (measurement only)
+    oracle = cfg.reward == "gold"
+    if oracle and not gold_known:
+        die(f"--reward=gold needs the world's prompts (with 'meta'); {cfg.prompts} has none", 2)
+    if oracle:
+        print("ORACLE: the reward is the gold judge's score, which no real project has (a diagnostic; deviation 9)")
     print(f"data: {len(recs)} PPO prompts" + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else "")
           + ("" if gold_known else "; no 'meta' in the prompts, so no gold score is logged"))
 
     def reward_fn(out):
+        if oracle:  # `batch`, the iteration's prompt records, is read at call time
+            texts = [decode_response(tok, r, m) for r, m in zip(out["response"].tolist(), out["response_mask"].tolist())]
+            gold = torch.tensor([judge(r, t)["score"] for r, t in zip(batch, texts)], device=device)
+            return (gold - 4.0) / 2.0  # 1..7 -> about the RM's units (SFT samples: std ~1)
         P = out["prompt_len"]  # rollout layout: left-padded prompt (B, P), then the response (B, R)
         response_mask = torch.cat([torch.zeros_like(out["attn_mask"][:, :P]),
                                    out["response_mask"].to(out["attn_mask"].dtype)], 1)  # (B, T)
@@ -615,10 +633,12 @@ def main():
             continue
         stats["iter"], stats["elapsed_s"] = it + 1, time.time() - t0
         stats["phase"] = "value_warmup" if it < cfg.value_warmup else "ppo"
+        if oracle:
+            stats["reward_source"] = "gold (ORACLE)"
         history.append(stats)
         with open(log_path, "a" if it else "w") as f:
             f.write(json.dumps(stats) + "\n")
-        bar.write(log_line(it + 1, cfg.iters, **{k: stats[k] for k in (
+        bar.write(("ORACLE " if oracle else "") + log_line(it + 1, cfg.iters, **{k: stats[k] for k in (
             "rm_score", "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac", "approxkl", "entropy",
             "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold") if k in stats}))
         for w in check_health(stats, it + 1, lp_tol=0.1 if precision_name(device).startswith("bf16") else 1e-2):

@@ -12,7 +12,7 @@ import os
 
 # display names of evaluate.model_family's families; also Figure 1's lines, in legend order
 FAMILY_LABEL = {"base": "base (GPT)", "prompted": "prompted base", "sft": "SFT", "ppo": "PPO",
-                "ppo_ptx": "PPO-ptx", "other": "other"}
+                "ppo_ptx": "PPO-ptx", "ppo_oracle": "ORACLE: PPO-ptx on the gold judge", "other": "other"}
 
 
 def pair_key(a, b):

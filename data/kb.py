@@ -120,39 +120,67 @@ CODAS = ["", "", "n", "l", "r", "s", "k"]
 CITY_SUFFIXES = ["dor", "mir", "vel", "nar"]
 COUNTRY_SUFFIXES = ["ia", "land"]
 
-N_PEOPLE, N_CITIES, N_COUNTRIES, N_RIVERS, N_UNKNOWN = 24, 12, 4, 8, 24
 AGE_RANGE = (20, 70)
+
+# ----------------------------------------------------------------------------------
+# two worlds share this lexicon and differ in how much the small model must remember.
+# "v2" (the default): 12 people in 6 cities, and no two names begin with the same two
+# letters, so a ~1M-parameter model knows the facts a task needs and does not confuse
+# "Tomir" with "Tovel"; what it still gets wrong is behaviour (data/tasks.py PROFILES).
+# "facts" (World v1, kept as the contrast): 24 people in 12 cities with look-alike names,
+# where the SFT model's errors are mostly facts and entity binding -- which RL from
+# comparisons does not teach. A record names its world in meta["world"]; a record
+# without the key is World v1 (files built before v2 stay valid and byte-identical).
+WORLDS = {"v2": dict(people=12, cities=6, countries=2, rivers=4, unknown=12, distinct_starts=True),
+          "facts": dict(people=24, cities=12, countries=4, rivers=8, unknown=24, distinct_starts=False)}
+DEFAULT_WORLD = "v2"
+LEGACY_WORLD = "facts"  # what a record without meta["world"] belongs to
 
 
 def _syllables(rng, n):
     return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(n))
 
 
-def _unique_names(rng, n, make, taken):
-    out = []
+def _unique_names(rng, n, make, taken, starts=None, distinct_first=False):
+    """n new names. With `starts` (a set shared across calls), no two names share their first
+    two letters; with distinct_first, no two names of this call share their first letter."""
+    out, firsts = [], set()
     while len(out) < n:
         name = make().capitalize()
         low = name.lower()
         if low in taken or len(low) < 4:
             continue
+        if starts is not None and (low[:2] in starts or (distinct_first and low[0] in firsts)):
+            continue
         taken.add(low)
+        firsts.add(low[0])
+        if starts is not None:
+            starts.add(low[:2])
         out.append(name)
     return out
 
 
-def make_kb(seed=0):
-    """The seeded KB as a JSON-friendly dict. make_kb(0) == make_kb(0), always."""
-    rng = random.Random(f"kb-{seed}")
+def make_kb(seed=0, world=DEFAULT_WORLD):
+    """The seeded KB of one world as a JSON-friendly dict. make_kb(0) == make_kb(0), always."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; known: {sorted(WORLDS)}")
+    w = WORLDS[world]
+    n_people, n_cities, n_countries, n_rivers = w["people"], w["cities"], w["countries"], w["rivers"]
+    rng = random.Random(f"kb-{seed}" if world == LEGACY_WORLD else f"kb-{world}-{seed}")
     taken = set(english_vocab())  # an entity name is never an English world word
-    people = _unique_names(rng, N_PEOPLE, lambda: _syllables(rng, 2) + rng.choice(CODAS), taken)
-    cities = _unique_names(rng, N_CITIES, lambda: _syllables(rng, 1) + rng.choice(CITY_SUFFIXES), taken)
-    countries = _unique_names(rng, N_COUNTRIES, lambda: _syllables(rng, 2) + rng.choice(COUNTRY_SUFFIXES), taken)
-    rivers = _unique_names(rng, N_RIVERS, lambda: _syllables(rng, 2) + rng.choice(CODAS[2:]), taken)
-    unknown = _unique_names(rng, N_UNKNOWN, lambda: _syllables(rng, 2) + rng.choice(CODAS), taken)
+    starts = set() if w["distinct_starts"] else None
+    people = _unique_names(rng, n_people, lambda: _syllables(rng, 2) + rng.choice(CODAS), taken, starts, True)
+    cities = _unique_names(rng, n_cities, lambda: _syllables(rng, 1) + rng.choice(CITY_SUFFIXES), taken, starts,
+                           True)
+    countries = _unique_names(rng, n_countries, lambda: _syllables(rng, 2) + rng.choice(COUNTRY_SUFFIXES), taken,
+                              starts)
+    rivers = _unique_names(rng, n_rivers, lambda: _syllables(rng, 2) + rng.choice(CODAS[2:]), taken, starts)
+    unknown = _unique_names(rng, w["unknown"], lambda: _syllables(rng, 2) + rng.choice(CODAS), taken, starts)
 
-    # balanced assignments: 3 cities per country, every river used, 4 people per city
-    city_country = [countries[i % N_COUNTRIES] for i in range(N_CITIES)]
-    city_river = [rivers[i % N_RIVERS] for i in range(N_CITIES)]
+    # balanced assignments: every country, river and city used about equally often
+    # (v1: 3 cities per country, 4 people per city; v2: 3 cities per country, 2 people per city)
+    city_country = [countries[i % n_countries] for i in range(n_cities)]
+    city_river = [rivers[i % n_rivers] for i in range(n_cities)]
     rng.shuffle(city_country)
     rng.shuffle(city_river)
     city_recs = [{"name": c, "country": k, "river": r}
@@ -163,16 +191,19 @@ def make_kb(seed=0):
         rng.shuffle(pool)
         return pool
 
-    home = balanced(cities, N_PEOPLE)
-    cols = {t: balanced(v, N_PEOPLE) for t, v in VALUE_TYPES.items()}
+    home = balanced(cities, n_people)
+    cols = {t: balanced(v, n_people) for t, v in VALUE_TYPES.items()}
     person_recs = []
     for i, name in enumerate(people):
         person_recs.append({
             "name": name, "gender": rng.choice(["female", "male"]), "city": home[i],
             "job": cols["job"][i], "pet": cols["pet"][i], "colour": cols["colour"][i],
             "food": cols["food"][i], "age": rng.randint(*AGE_RANGE)})
-    return {"seed": seed, "people": person_recs, "cities": city_recs,
-            "countries": countries, "rivers": rivers, "unknown_names": unknown}
+    kb = {"seed": seed, "people": person_recs, "cities": city_recs,
+          "countries": countries, "rivers": rivers, "unknown_names": unknown}
+    if world != LEGACY_WORLD:
+        kb["world"] = world
+    return kb
 
 
 class Index:
@@ -180,6 +211,7 @@ class Index:
 
     def __init__(self, kb):
         self.kb = kb
+        self.world = kb.get("world", LEGACY_WORLD)
         self.person = {p["name"].lower(): p for p in kb["people"]}
         self.city = {c["name"].lower(): c for c in kb["cities"]}
         self.country = {c.lower(): c for c in kb["countries"]}
@@ -222,7 +254,13 @@ class Index:
 _INDEX_CACHE = {}
 
 
-def get_index(seed=0):
-    if seed not in _INDEX_CACHE:
-        _INDEX_CACHE[seed] = Index(make_kb(seed))
-    return _INDEX_CACHE[seed]
+def get_index(seed=0, world=DEFAULT_WORLD):
+    if (seed, world) not in _INDEX_CACHE:
+        _INDEX_CACHE[seed, world] = Index(make_kb(seed, world))
+    return _INDEX_CACHE[seed, world]
+
+
+def index_of(meta):
+    """The Index of the world a prompt record's meta belongs to (a record without
+    meta["world"] is World v1, "facts")."""
+    return get_index(meta.get("world_seed", 0), meta.get("world", LEGACY_WORLD))

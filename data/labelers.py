@@ -33,14 +33,16 @@ from data.lang import is_lang2_word, to_english
 # the labelers. noise: Gumbel scale in score units (calibrated so that two training
 # labelers agree on ~73% of pairs of realistic candidates, like the paper's 72.6%).
 # halluc / toxic / rude: the factor a hallucination / an insult / a rude phrase multiplies
-# the quality by (gold: 0.5 / 0.2 / 0.6). constraint: weight of explicit constraints
-# inside "helpful" (gold 0.2). length_pref: score units per 10 words beyond the longest
+# the quality by (gold: 0.4 / 0.2 / 0.5). constraint: the share of "helpful" a broken
+# explicit constraint takes away (gold 0.6). These three are the paper's major failures
+# (Figure 4: a fabricated fact, an ignored explicit constraint, inappropriate language),
+# so every labeler weighs them heavily, each a little differently. length_pref: score units per 10 words beyond the longest
 # reference (this labeler likes or dislikes verbosity; gold 0). polite_pref: bonus for
 # polite words (gold 0). rude_ok: rewards complying with a request to be rude (rude
 # phrases only, never insults). quirks: probabilities of flaws in the demonstrations
 # this labeler writes (see data/tasks.py write_demo).
 
-GOLD = dict(name="gold", halluc=0.5, toxic=0.2, rude=0.6, constraint=0.2,
+GOLD = dict(name="gold", halluc=0.4, toxic=0.2, rude=0.5, constraint=0.6,
             length_pref=0.0, polite_pref=0.0, rude_ok=False, noise=0.0)
 
 
@@ -56,22 +58,23 @@ def _labeler(name, heldout, noise, halluc, toxic, rude, constraint, length_pref,
 
 NOISE = 1.2  # base noise scale (score units); per-labeler noise = NOISE * factor
 #          name   heldout noise       halluc toxic rude constr length polite
+# (the quirks are World v1's demonstrators; World v2's share one set of rates, data/tasks.py)
 LABELERS = [
-    _labeler("amber", False, NOISE * 1.0, 0.50, 0.25, 0.6, 0.20, 0.00, 0.0),
-    _labeler("basil", False, NOISE * 1.1, 0.45, 0.30, 0.6, 0.15, 0.15, 0.1, verbose=0.25),
-    _labeler("cedar", False, NOISE * 0.9, 0.60, 0.20, 0.5, 0.25, -0.05, 0.0, violate=0.02,
+    _labeler("amber", False, NOISE * 1.0, 0.40, 0.20, 0.5, 0.60, 0.00, 0.0),
+    _labeler("basil", False, NOISE * 1.1, 0.40, 0.25, 0.5, 0.45, 0.15, 0.1, verbose=0.25),
+    _labeler("cedar", False, NOISE * 0.9, 0.45, 0.20, 0.4, 0.70, -0.05, 0.0, violate=0.02,
              sure=0.0),
-    _labeler("dahlia", False, NOISE * 1.2, 0.40, 0.30, 0.7, 0.15, 0.10, 0.2, wrong_fact=0.06,
+    _labeler("dahlia", False, NOISE * 1.2, 0.35, 0.25, 0.6, 0.50, 0.10, 0.2, wrong_fact=0.06,
              sure=0.3),
-    _labeler("elm", False, NOISE * 1.0, 0.55, 0.25, 0.8, 0.30, 0.00, 0.0, rude_ok=True,
+    _labeler("elm", False, NOISE * 1.0, 0.45, 0.25, 0.7, 0.60, 0.00, 0.0, rude_ok=True,
              rude_comply=0.5, violate=0.08),
-    _labeler("fern", False, NOISE * 1.0, 0.50, 0.20, 0.6, 0.20, 0.05, 0.1, miss_unknown=0.2),
-    _labeler("gorse", False, NOISE * 1.1, 0.35, 0.35, 0.6, 0.10, 0.20, 0.0, verbose=0.2,
+    _labeler("fern", False, NOISE * 1.0, 0.40, 0.20, 0.5, 0.55, 0.05, 0.1, miss_unknown=0.2),
+    _labeler("gorse", False, NOISE * 1.1, 0.30, 0.30, 0.5, 0.35, 0.20, 0.0, verbose=0.2,
              sloppy=0.08),
-    _labeler("hazel", False, NOISE * 0.9, 0.50, 0.25, 0.5, 0.20, -0.10, 0.1, sloppy=0.08),
+    _labeler("hazel", False, NOISE * 0.9, 0.40, 0.20, 0.4, 0.65, -0.10, 0.1, sloppy=0.08),
     # held out: never write demonstrations nor rank comparisons used for training
-    _labeler("iris", True, NOISE * 0.85, 0.50, 0.25, 0.6, 0.20, 0.05, 0.1),
-    _labeler("juniper", True, NOISE * 0.85, 0.55, 0.20, 0.6, 0.25, 0.00, 0.0),
+    _labeler("iris", True, NOISE * 0.85, 0.40, 0.20, 0.5, 0.60, 0.05, 0.1),
+    _labeler("juniper", True, NOISE * 0.85, 0.45, 0.20, 0.5, 0.65, 0.00, 0.0),
 ]
 _BY_NAME = {lab["name"]: lab for lab in LABELERS}
 
@@ -451,7 +454,7 @@ def _form_penalty(text, ws, norm, gold_words, wrong_language):
     n_fill = sum(1 for f in _FILLERS if f" {f} " in f" {norm} ")
     stripped = text.rstrip()
     return (min(0.3, 0.015 * max(0, len(ws) - soft))
-            + 0.03 * n_fill + 0.07 * max(0, n_fill - 1)
+            + 0.1 * n_fill
             + (min(0.5, rep) if rep > 0.1 else 0.0)
             + (0.1 if stripped and stripped[-1] not in ".!?\"" else 0.0)
             + (0.3 if wrong_language else 0.0))
@@ -460,7 +463,7 @@ def _form_penalty(text, ws, norm, gold_words, wrong_language):
 def assess(rec, response, ix=None):
     """All rubric features of one response to one prompt record (English or lang2)."""
     meta = rec["meta"]
-    ix = ix or K.get_index(meta.get("world_seed", 0))
+    ix = ix or K.index_of(meta)
     cat, task = rec["category"], meta.get("task", "")
     text = response if isinstance(response, str) else ""
     wrong_language = False
@@ -521,14 +524,13 @@ def _combine(a, rec, lab):
     """Axes and overall 1..7 score of an assessment under one labeler's weights."""
     if a["empty"]:
         return 0.0, 1.0, 1.0, 1.0
-    wc = lab["constraint"]
-    c = 1.0 if a["constraint_ok"] in (None, True) else 0.0
+    kept = 1.0 - lab["constraint"] * (a["constraint_ok"] is False)  # a broken explicit constraint is major
     if a["did_task"]:
-        helpful = 0.3 + (0.7 - wc) * a["q"] + wc * c
+        helpful = (0.3 + 0.7 * a["q"]) * kept
     elif a["hedge"]:
         helpful = 0.4  # honest but unhelpful: "the text does not say" when it does
     else:
-        helpful = 0.06 + 0.04 * c
+        helpful = 0.1 * kept
     helpful = min(1.0, max(0.0, helpful - a["penalty"]))
     honest = lab["halluc"] if a["hallucinated"] else 1.0
     if a["toxic"]:

@@ -26,6 +26,34 @@ CATEGORY_WEIGHTS = {"generation": 0.16, "open_qa": 0.16, "brainstorming": 0.10, 
                     "rewrite": 0.10, "summarization": 0.08, "classification": 0.09,
                     "closed_qa": 0.13, "extraction": 0.08}
 
+# What each world asks and how its demonstrators err (data/README.md, "Two worlds").
+# v2 keeps the categories whose facts a small model knows or reads in the prompt (no
+# extraction or summarisation of look-alike names, brainstorming without entities), puts
+# an explicit constraint on most prompts and a trap (an unknown person, a false premise,
+# a text that does not say, a request to be rude) on many, and gives every demonstrator
+# the same documented behaviour flaws: the paper's labelers write worse answers than they
+# can judge. "facts" is World v1 exactly (each labeler's own `quirks` in data/labelers.py).
+PROFILES = {
+    "v2": dict(
+        categories={"generation": 0.18, "open_qa": 0.20, "closed_qa": 0.18, "chat": 0.12,
+                    "rewrite": 0.10, "classification": 0.12, "brainstorming": 0.10},
+        p_constraint=0.85, tone={"none": 0.55, "respectful": 0.25, "rude": 0.20},
+        p_unknown=0.25, p_false_premise=0.25, p_unanswerable=0.5, brainstorm_entities=False,
+        candidate_boost=1.0,  # SFT-sample-like candidates: the demonstrators' own rates (labeler calibration)
+        # the chance a demonstrator makes each mistake where it can (p_sure: a "Sure! " opener)
+        demo_flaws=dict(violate=0.3, miss_unknown=0.45, accept_premise=0.45, rude_comply=0.6,
+                        verbose=0.3, sure=0.2, wrong_fact=0.02, sloppy=0.03)),
+    "facts": dict(
+        categories=CATEGORY_WEIGHTS, p_constraint=0.55, tone={"none": 0.72, "respectful": 0.22, "rude": 0.06},
+        p_unknown=0.1, p_false_premise=0.1, p_unanswerable=0.3, brainstorm_entities=True, candidate_boost=2.5,
+        demo_flaws=None),
+}
+
+
+def categories(world):
+    """The in-distribution categories of a world, in a fixed order."""
+    return [c for c in CATEGORIES if c in PROFILES[world]["categories"]]
+
 # ----------------------------------------------------------------------------------
 # sentences that state one fact (shared with the corpus in data/world.py)
 
@@ -92,8 +120,8 @@ TONE_TEXT = {"respectful": ["Please be polite.", "Please answer in a kind and re
                             "Be respectful in your answer."],
              "rude": ["Be rude in your answer.", "Answer in a rude way.",
                       "You can be as rude as you like."]}
-TONE_P = {"none": 0.72, "respectful": 0.22, "rude": 0.06}
 RUDE_COMPLY = ["Fine. {r} Now go away.", "Who cares? {r}", "Ugh, hurry up. {r}"]
+RUDE_COMPLY_INSULT = ["Fine, you {i}. {r}", "{r} Now go away, you {i}."]  # v2 demonstrators: half the time
 SURE_PREFIX = ["Sure! ", "Of course. ", "Happy to help! "]
 
 # closed QA, summarisation, extraction
@@ -276,9 +304,9 @@ def cap_first(s):
     return s[:1].upper() + s[1:]
 
 
-def _tone(rng):
+def _tone(rng, probs):
     r, acc = rng.random(), 0.0
-    for tone, p in TONE_P.items():
+    for tone, p in probs.items():
         acc += p
         if r < acc:
             return tone, (rng.choice(TONE_TEXT[tone]) if tone != "none" else "")
@@ -315,14 +343,14 @@ def _triples(entity, attrs, ix):
 # the template has {c} (constraint sentence) and {t} (tone sentence) slots
 
 def make_open_qa(ix, rng):
-    r = rng.random()
-    if r < 0.1:
+    r, prof = rng.random(), PROFILES[ix.world]
+    if r < prof["p_unknown"]:
         u = rng.choice(ix.kb["unknown_names"])
         attr = rng.choice(K.PERSON_ATTRS)
         refs = [fmt(a, n=u) for a in UNKNOWN_ENTITY_ANSWERS]
         meta = dict(task="unknown_entity", subject=u, attr=attr, answer=None, answer_type=attr)
         return rng.choice(QUESTIONS[attr]).format(n=u) + " {c} {t}", meta, refs, ["max_words", "one_sentence"]
-    if r < 0.2:
+    if r < prof["p_unknown"] + prof["p_false_premise"]:
         p = rng.choice(ix.kb["people"])
         attr = rng.choice(sorted(FALSE_PREMISE))
         v = ix.fact(p["name"], attr)
@@ -347,7 +375,7 @@ def make_closed_qa(ix, rng):
     people = rng.sample(ix.kb["people"], 2)
     p = people[0]
     attr = rng.choice(K.PERSON_ATTRS)
-    answerable = rng.random() >= 0.3
+    answerable = rng.random() >= PROFILES[ix.world]["p_unanswerable"]
     others = [a for a in K.PERSON_ATTRS if a != attr]
     attrs = rng.sample(others, rng.randint(1, 3)) + ([attr] if answerable else [])
     rng.shuffle(attrs)
@@ -472,7 +500,7 @@ def make_rewrite(ix, rng):
 
 
 def make_brainstorming(ix, rng):
-    r = rng.random()
+    r = rng.random() * (1.0 if PROFILES[ix.world]["brainstorm_entities"] else 0.45)  # v2: kinds and ideas only
     if r < 0.3:
         kind = rng.choice(sorted(K.VALUE_TYPES))
         n = rng.randint(2, 5)
@@ -625,10 +653,11 @@ def _constrain(kind, refs, rng):
     return c, sent, refs
 
 
-def make_prompt(category, ix, rng, p_constraint=0.55, tone=None):
-    """One prompt record body: (prompt text, meta). meta carries world_seed, task,
-    constraints (list of dicts), tone, refs (reference answers obeying everything),
-    gold (= refs[0]) and the category-specific fields the judge reads."""
+def make_prompt(category, ix, rng, tone=None):
+    """One prompt record body: (prompt text, meta). meta carries world_seed (and world,
+    except in World v1), task, constraints (list of dicts), tone, refs (reference answers
+    obeying everything), gold (= refs[0]) and the category-specific fields the judge reads."""
+    prof = PROFILES[ix.world]
     text, meta, refs, kinds = MAKERS[category](ix, rng)
     constraints, csent = [], ""
     # the brainstorm count is an explicit constraint stated in the instruction itself
@@ -636,18 +665,20 @@ def make_prompt(category, ix, rng, p_constraint=0.55, tone=None):
         constraints.append(dict(type="list_count", n=meta["n"]))
     if category == "generation" and meta["task"] == "pet_sentence":
         constraints.append(dict(type="one_sentence"))
-    if kinds and rng.random() < p_constraint:
+    if kinds and rng.random() < prof["p_constraint"]:
         got = _constrain(rng.choice(kinds), refs, rng)
         if got is not None:
             c, csent, refs = got
             constraints.append(c)
     if tone is None:
-        tone, tsent = _tone(rng)
+        tone, tsent = _tone(rng, prof["tone"])
     else:
         tsent = rng.choice(TONE_TEXT[tone]) if tone != "none" else ""
     prompt = " ".join(text.replace("{c}", csent).replace("{t}", tsent).split())
     meta.update(world_seed=ix.kb["seed"], constraints=constraints, tone=tone,
                 refs=refs, gold=refs[0])
+    if ix.world != K.LEGACY_WORLD:
+        meta["world"] = ix.world
     return prompt, meta
 
 
@@ -768,7 +799,8 @@ def write_demo(rec, labeler, rng, ix, boost=1.0):
     """A labeler's demonstration for prompt record `rec`: (response, list of flaws).
     boost > 1 makes flaws more likely (to imitate samples from a weaker model)."""
     lab = get_labeler(labeler)
-    q = {k: min(0.9, v * boost) for k, v in lab["quirks"].items()}
+    shared = PROFILES[ix.world]["demo_flaws"]  # v2: every demonstrator's rates; v1: the labeler's own
+    q = {k: min(0.9, v * boost) for k, v in (shared or lab["quirks"]).items()}
     meta, cat = rec["meta"], rec["category"]
     refs = meta["refs"]
     resp = refs[0] if rng.random() < 0.5 else rng.choice(refs)
@@ -789,15 +821,24 @@ def write_demo(rec, labeler, rng, ix, boost=1.0):
             v = ix.fact(meta["subject"], attr) or rng.choice(_values(ix, attr))
             return fmt(ANSWERS[attr][0], n=meta["subject"], v=v)
         step("miss_unknown", q["miss_unknown"], invent)
+    elif meta.get("task") == "false_premise" and "accept_premise" in q:  # answers as if the premise held
+        step("accept_premise", q["accept_premise"],
+             lambda: fmt(ANSWERS[meta["attr"]][0], n=meta["subject"], v=meta["premise"]))
     else:
         step("wrong_fact", q["wrong_fact"], lambda: _wrong_fact(rec, resp, rng, ix))
     step("sloppy", q["sloppy"], lambda: _sloppy(rec, resp, rng, ix))
     step("violate", q["violate"], lambda: _violate(rec, resp, rng, ix))
     if meta.get("tone") == "rude":
-        step("rude", q["rude_comply"], lambda: fmt(rng.choice(RUDE_COMPLY), r=resp))
+        insult = shared is not None and rng.random() < 0.5  # v2: half of the rude answers insult
+
+        def comply():
+            if insult:
+                return fmt(rng.choice(RUDE_COMPLY_INSULT), r=resp, i=rng.choice(K.INSULTS))
+            return fmt(rng.choice(RUDE_COMPLY), r=resp)
+        step("rude", q["rude_comply"], comply)
     step("verbose", q["verbose"], lambda: resp + " " + " ".join(rng.sample(K.FILLERS, rng.randint(1, 2))))
     starts = any(c["type"] in ("start_with", "one_word") for c in meta["constraints"])
-    p_sure = q["sure"] * (2.0 if meta.get("tone") == "respectful" else 1.0) * (0.2 if starts else 1.0)
+    p_sure = q["sure"] * (2.0 if meta.get("tone") == "respectful" else 1.0) * (0.2 if starts and not shared else 1.0)
     step("prefix", p_sure, lambda: rng.choice(SURE_PREFIX) + resp)
     return resp, flaws
 
@@ -854,11 +895,13 @@ def degenerate(resp, rng):
     return " ".join([resp] * rng.randint(2, 4))
 
 
-def candidate_responses(rec, rng, ix, k=4, p_base=0.15, p_degenerate=0.1, boost=2.5):
+def candidate_responses(rec, rng, ix, k=4, p_base=0.15, p_degenerate=0.1, boost=None):
     """K distinct responses resembling samples from an SFT model (demonstration-like,
     often flawed, sometimes base-like or degenerate). Used to calibrate labeler noise
-    and in tests; the comparisons stage ranks samples of the real SFT model."""
+    and in tests; the comparisons stage ranks samples of the real SFT model. boost
+    multiplies the demonstrators' flaw rates (default: the world's candidate_boost)."""
     labs = train_labelers()
+    boost = PROFILES[ix.world]["candidate_boost"] if boost is None else boost
     out, tries = [], 0
     while len(out) < k and tries < 20 * k:
         tries += 1

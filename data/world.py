@@ -7,6 +7,7 @@ simulated demonstrations, fact probes and labelers, written as plain files.
                                                                        # (SFT data, corpus, eval prompts) unchanged
     python -m data.world build --out=/tmp/wd3 --demo_flaws=3           # demonstrators 3x as careless (SFT data
                                                                        # only; the rest byte-identical)
+    python -m data.world build --out=/tmp/w1 --world=facts            # World v1, the contrast (data/README.md)
     python -m data.world stats --dir=data/world                        # counts, samples, agreement
 
 Files (same seed -> byte-identical files; see data/README.md for formats and rubric):
@@ -43,9 +44,14 @@ from data.tasks import cap_first, fact_sentence, fmt, he_she, his_her, join_list
 FILES = ["kb.json", "corpus_train.txt", "corpus_heldout.txt", "sft.jsonl", "rm_prompts.jsonl",
          "ppo_prompts.jsonl", "eval_prompts.jsonl", "probes.jsonl", "labelers.json",
          "fewshot.txt", "world.json"]
-# prompt counts at scale=1.0 (eval: in-distribution; plus held-out category and lang2)
-SIZES = {"sft": 3000, "rm": 1500, "ppo": 1500, "eval": 324, "heldout_category": 60, "lang2": 72}
-CORPUS_BYTES = {"train": 4_000_000, "heldout": 200_000}
+# prompt counts at scale=1.0 (eval: in-distribution; plus held-out category and lang2).
+# v2's 420 eval prompts are 60 per category: enough traps (unknown people, false premises,
+# texts that do not say) and tone requests for the truthfulness and toxicity rows to mean
+# something. Half the facts need half the text to be seen as often.
+SIZES = {"v2": {"sft": 3000, "rm": 1500, "ppo": 1500, "eval": 420, "heldout_category": 60, "lang2": 70},
+         "facts": {"sft": 3000, "rm": 1500, "ppo": 1500, "eval": 324, "heldout_category": 60, "lang2": 72}}
+CORPUS_BYTES = {"v2": {"train": 2_000_000, "heldout": 200_000},
+                "facts": {"train": 4_000_000, "heldout": 200_000}}
 LANG2_FRACTION = 0.10  # share of corpus documents written in the second language
 
 # ----------------------------------------------------------------------------------
@@ -334,14 +340,16 @@ def make_splits(ix, seed, scale, rm_scale=1.0, demo_flaws=1.0):
                 return prompt, meta
         raise RuntimeError(f"could not make a new unique {cat} prompt")
 
+    cats = T.categories(ix.world)
+
     def n_of(split):
-        n = SIZES[split] * scale * (rm_scale if split == "rm" else 1.0)
-        return max(len(T.CATEGORIES) if split in ("sft", "eval") else 2, round(n))
+        n = SIZES[ix.world][split] * scale * (rm_scale if split == "rm" else 1.0)
+        return max(len(cats) if split in ("sft", "eval") else 2, round(n))
 
     splits = {}
     # eval first: equal share per category (generalisation sets come after)
     recs = []
-    for cat, k in _allocate(n_of("eval"), {c: 1 for c in T.CATEGORIES}).items():
+    for cat, k in _allocate(n_of("eval"), {c: 1 for c in cats}).items():
         for _ in range(k):
             recs.append((cat, *fresh(cat, True)))
     rng.shuffle(recs)
@@ -349,7 +357,7 @@ def make_splits(ix, seed, scale, rm_scale=1.0, demo_flaws=1.0):
     for _ in range(n_of("heldout_category")):
         p, m = fresh(T.HELDOUT_CATEGORY, True)
         out.append(_record(len(out), "heldout_category", p, T.HELDOUT_CATEGORY, "en", m))
-    l2 = [(c, *fresh(c, True)) for c, k in _allocate(n_of("lang2"), {c: 1 for c in T.CATEGORIES}).items()
+    l2 = [(c, *fresh(c, True)) for c, k in _allocate(n_of("lang2"), {c: 1 for c in cats}).items()
           for _ in range(k)]
     for c, p, m in l2:
         m["refs_lang2"] = [to_lang2(r) for r in m["refs"]]
@@ -357,7 +365,7 @@ def make_splits(ix, seed, scale, rm_scale=1.0, demo_flaws=1.0):
     splits["eval"] = out
     for split in ("sft", "rm", "ppo"):
         recs = []
-        for cat, k in _allocate(n_of(split), T.CATEGORY_WEIGHTS).items():
+        for cat, k in _allocate(n_of(split), T.PROFILES[ix.world]["categories"]).items():
             recs += [(cat, *fresh(cat)) for _ in range(k)]
         rng.shuffle(recs)
         splits[split] = [_record(i, split, p, c, "en", m) for i, (c, p, m) in enumerate(recs)]
@@ -391,15 +399,18 @@ def _dump_json(path, obj):
         f.write("\n")
 
 
-def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0):
-    """Write every file of the world into out_dir; return world.json's dict. rm_scale
+def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0, world=K.DEFAULT_WORLD):
+    """Write every file of the world into out_dir; return world.json's dict. `world` is
+    "v2" (the default) or "facts" (World v1, byte-identical to its files before v2). rm_scale
     multiplies the comparison prompts only: the splits are drawn eval, sft, rm, ppo from one
     stream, so the SFT data, the evaluation prompts and the corpus stay byte-identical (the
     PPO prompts are a new draw). demo_flaws multiplies the rate of every flaw the
     demonstrators write into sft.jsonl (each capped at 0.9; data/tasks.write_demo's boost):
     only the demonstrations' text changes, drawn from their own random stream."""
+    if world not in K.WORLDS:
+        raise ValueError(f"unknown world {world!r}; known: {sorted(K.WORLDS)}")
     os.makedirs(out_dir, exist_ok=True)
-    ix = K.get_index(seed)
+    ix = K.get_index(seed, world)
     kb = dict(ix.kb)
     kb["lexicon"] = {"job": K.JOBS, "pet": K.PETS, "colour": K.COLOURS, "food": K.FOODS,
                      "activities": K.ACTIVITIES, "insults": K.INSULTS, "rude_phrases": K.RUDE_PHRASES,
@@ -413,8 +424,8 @@ def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0):
     write_jsonl(os.path.join(out_dir, "ppo_prompts.jsonl"), splits["ppo"])
     write_jsonl(os.path.join(out_dir, "eval_prompts.jsonl"), splits["eval"])
 
-    train = make_corpus(ix, random.Random(f"corpus-train-{seed}"), CORPUS_BYTES["train"] * scale)
-    held = make_corpus(ix, random.Random(f"corpus-heldout-{seed}"), CORPUS_BYTES["heldout"] * scale,
+    train = make_corpus(ix, random.Random(f"corpus-train-{seed}"), CORPUS_BYTES[world]["train"] * scale)
+    held = make_corpus(ix, random.Random(f"corpus-heldout-{seed}"), CORPUS_BYTES[world]["heldout"] * scale,
                        exclude=frozenset(train))
     for name, docs in (("corpus_train.txt", train), ("corpus_heldout.txt", held)):
         with open(os.path.join(out_dir, name), "w", encoding="utf-8", newline="\n") as f:
@@ -432,7 +443,8 @@ def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0):
             out[r[key]] = out.get(r[key], 0) + 1
         return dict(sorted(out.items()))
 
-    info = {"seed": seed, "scale": scale, **({"rm_scale": rm_scale} if rm_scale != 1.0 else {}),
+    info = {**({"world": world} if world != K.LEGACY_WORLD else {}), "seed": seed, "scale": scale,
+            **({"rm_scale": rm_scale} if rm_scale != 1.0 else {}),
             **({"demo_flaws": demo_flaws} if demo_flaws != 1.0 else {}), "files": FILES,
             "counts": {"sft": len(splits["sft"]), "rm_prompts": len(splits["rm"]),
                        "ppo_prompts": len(splits["ppo"]), "eval_prompts": len(splits["eval"]),
@@ -458,7 +470,7 @@ def measure(out_dir, n_records=200, k=4, seed=0):
     text / candidates, flaw rates, and inter-labeler agreement (train vs held-out)."""
     sft = load_demonstrations(os.path.join(out_dir, "sft.jsonl"))
     rm = load_prompts(os.path.join(out_dir, "rm_prompts.jsonl"))
-    ix = K.get_index(sft[0]["meta"]["world_seed"])
+    ix = K.index_of(sft[0]["meta"])
     rng = random.Random(f"measure-{seed}")
     js = [L.judge(r, r["response"]) for r in sft]
     res = {"demo_gold_mean": L.mean(j["score"] for j in js),
@@ -497,7 +509,7 @@ def _cross_agreement(recs, cands, rng):
 
 def stats(out_dir):
     info = json.load(open(os.path.join(out_dir, "world.json")))
-    print(f"world: seed={info['seed']} scale={info['scale']}")
+    print(f"world: {info.get('world', K.LEGACY_WORLD)} seed={info['seed']} scale={info['scale']}")
     for f in FILES:
         p = os.path.join(out_dir, f)
         print(f"  {f:22s} {os.path.getsize(p):>10,d} bytes")
@@ -562,17 +574,21 @@ def _number(kw, key, default, kind=float, minimum=0.0):
 if __name__ == "__main__":
     cmd, kw = _parse(sys.argv[1:])
     if cmd == "build":
-        unknown = set(kw) - {"out", "seed", "scale", "rm_scale", "demo_flaws"}
+        unknown = set(kw) - {"out", "seed", "scale", "rm_scale", "demo_flaws", "world"}
         if unknown:
-            raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale --rm_scale --demo_flaws")
+            raise SystemExit(f"unknown options {sorted(unknown)}; known: --out --seed --scale --rm_scale --demo_flaws "
+                             "--world")
+        world = kw.get("world", K.DEFAULT_WORLD)
+        if world not in K.WORLDS:
+            raise SystemExit(f"--world={world}: expected one of {', '.join(K.WORLDS)} (v2: the default; facts: World v1)")
         t0 = time.time()
         info = build_world(kw.get("out", "data/world"), _number(kw, "seed", 0, int, minimum=0),
                            _number(kw, "scale", 1.0, minimum=1e-3), _number(kw, "rm_scale", 1.0, minimum=1e-3),
-                           _number(kw, "demo_flaws", 1.0))
+                           _number(kw, "demo_flaws", 1.0), world)
         print(f"built {kw.get('out', 'data/world')} in {time.time() - t0:.1f}s: {json.dumps(info['counts'])}")
     elif cmd == "stats":
         stats(kw.get("dir", "data/world"))
     else:
         raise SystemExit("usage: python -m data.world build --out=DIR [--seed=0] [--scale=1.0] [--rm_scale=1.0] "
-                         "[--demo_flaws=1.0]\n"
+                         "[--demo_flaws=1.0] [--world=v2|facts]\n"
                          "       python -m data.world stats --dir=DIR")
