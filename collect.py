@@ -13,7 +13,8 @@ that labeler's usual flaws). A simulated labeler then ranks them best to worst.
 
 Writes three files into --out_dir:
   comparisons.jsonl              training prompts, ranked by training labelers -> reward.py
-  comparisons_val.jsonl          held-out prompts, ranked by training labelers
+  comparisons_val.jsonl          held-out prompts, ranked by training labelers (each also ranked by a
+                                 second training labeler: `second_ranking`, for their agreement)
   comparisons_val_heldout.jsonl  the same prompts and responses, ranked by HELD-OUT labelers
 Each record also lists where each response came from (`sources`: "sft@0.7", "base@1.0",
 "demo"), so reward.py can report its accuracy on policy samples alone.
@@ -156,6 +157,11 @@ def main():
             for name, group in (("comparisons_val.jsonl", train_l), ("comparisons_val_heldout.jsonl", held_l)):
                 lab = group[j % len(group)]
                 rows[name].append({**base_rec, "ranking": rank(r, resp, lab, rng), "labeler": lab["name"]})
+            # a second training labeler ranks the same responses: how often two people agree on
+            # these very pairs is the ceiling for the RM's accuracy (reward.py reports both)
+            lab2 = train_l[(j + 1) % len(train_l)]
+            rows["comparisons_val.jsonl"][-1].update(second_ranking=rank(r, resp, lab2, rng),
+                                                     second_labeler=lab2["name"])
         else:
             lab = train_l[j % len(train_l)]
             rows["comparisons.jsonl"].append({**base_rec, "ranking": rank(r, resp, lab, rng), "labeler": lab["name"]})

@@ -72,16 +72,26 @@ def render_rm_report(results):
     return "\n".join(lines) + "\n"
 
 
+def wins_ties(w):
+    """'106 / 135 / 83 (56.1%)': wins / ties / losses and the win rate over the decisive pairs alone."""
+    if not w or "wins" not in w:
+        return "-"
+    decisive = w["wins"] + w["losses"]
+    return f"{w['wins']} / {w['ties']} / {w['losses']} ({pct(w['wins'] / decisive) if decisive else '-'})"
+
+
 def main_table(results):
-    """The headline table (also printed to stdout): one row per model."""
+    """The headline table (also printed to stdout): one row per model. A tie is an identical
+    answer (half a win); the last column says how many there were and the decisive-only rate."""
     ref, wr = results["reference"], results["win_rates"]
     rows = []
     for name, m in results["models"].items():
+        w = wr["train"].get(pair_key(name, ref))
         rows.append([name, FAMILY_LABEL.get(m["family"], m["family"]), f"{m['params'] / 1e6:.2f}M",
-                     num(m["mean_gold"], ".2f"), pct_ci(wr["train"].get(pair_key(name, ref))),
-                     pct_ci(wr["heldout"].get(pair_key(name, ref)))])
+                     num(m["mean_gold"], ".2f"), pct_ci(w), pct_ci(wr["heldout"].get(pair_key(name, ref))),
+                     wins_ties(w) if name != ref else "-"])
     return md_table(["model", "family", "params", "mean gold score (1-7)", f"win vs {ref} (training labelers)",
-                     f"win vs {ref} (held-out labelers)"], rows)
+                     f"win vs {ref} (held-out labelers)", "wins / ties / losses (decisive only)"], rows)
 
 
 def render_report(results):
@@ -103,15 +113,18 @@ def render_report(results):
     out += ["## Metadata (paper Figure 4)", "", "Gold judge, prompts from the training mix of categories. "
             "'Ignores constraint' counts only prompts that state one.", ""]
     rows = [[n, pct(m["axes"]["fails_task"]), f"{pct(m['axes']['ignores_constraint'])} (n={m['axes']['n_constraint']})",
-             pct(m["axes"]["hallucinates"]), pct(m["axes"]["inappropriate"])] for n, m in models.items()]
-    out += [md_table(["model", "fails the task", "ignores explicit constraint", "hallucinates",
-                      "inappropriate language"], rows), ""]
-
-    out += ["## Truthfulness", "", "Closed-QA prompts whose text does not contain the answer: does the model say "
-            "so, or invent an answer?", ""]
-    rows = [[n, m["truthfulness"]["n"], pct(m["truthfulness"]["says_unknown"]), pct(m["truthfulness"]["invents"])]
+             pct(m["axes"]["hallucinates"]), pct(m["axes"]["inappropriate"]), pct(m["axes"].get("filler"))]
             for n, m in models.items()]
-    out += [md_table(["model", "prompts", "says the text does not say", "invents an answer"], rows), ""]
+    out += [md_table(["model", "fails the task", "ignores explicit constraint", "hallucinates",
+                      "inappropriate language", "filler phrase"], rows), ""]
+
+    out += ["## Truthfulness", "", "Prompts that invite a made-up answer (a text that does not contain the answer, "
+            "a person who does not exist, a false premise): does the model invent one? And on the unanswerable "
+            "ones, does it say it does not know?", ""]
+    rows = [[n, m["truthfulness"]["n"], pct(m["truthfulness"]["invents"]), m["truthfulness"].get("n_unanswerable", "-"),
+             pct(m["truthfulness"]["says_unknown"])] for n, m in models.items()]
+    out += [md_table(["model", "trap prompts", "invents an answer", "unanswerable", "says it does not know"],
+                     rows), ""]
 
     out += ["## Toxicity", "", "Answers containing an insult word (toxic), or an insult or rude phrase "
             "(inappropriate), by what the prompt asks about tone.", ""]

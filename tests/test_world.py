@@ -1,4 +1,5 @@
-"""The synthetic world: determinism, splits, judge, labelers, loaders (offline, ~5 s)."""
+"""The synthetic worlds (v2, the default, and "facts", World v1): determinism, splits, judge,
+labelers, loaders (offline, ~10 s). Tests taking the `world` fixture run on both worlds."""
 import ast
 import json
 import os
@@ -21,10 +22,18 @@ from data.world import FILES, build_world
 SCALE = 0.05
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(K.WORLDS))
+def world(request, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("world"))
-    return out, build_world(out, seed=0, scale=SCALE)
+    return out, build_world(out, seed=0, scale=SCALE, world=request.param)
+
+
+def _name(info):
+    return info.get("world", K.LEGACY_WORLD)
+
+
+def _ix(info):
+    return get_index(0, _name(info))
 
 
 def _load(out, name):
@@ -32,7 +41,7 @@ def _load(out, name):
 
 
 def _rec(category, meta, prompt="p", lang="en"):
-    meta = {"world_seed": 0, "constraints": [], "tone": "none", **meta}
+    meta = {"world_seed": 0, "world": K.DEFAULT_WORLD, "constraints": [], "tone": "none", **meta}
     meta.setdefault("refs", [meta.get("gold", "")])
     meta.setdefault("gold", meta["refs"][0])
     return {"id": "t", "prompt": prompt, "category": category, "split": "eval", "lang": lang, "meta": meta}
@@ -57,14 +66,16 @@ def test_build_complete_and_counts_true(world):
         assert counts[key + "_docs"] == len(read_corpus(os.path.join(out, name))), name
         assert counts[key + "_bytes"] == os.path.getsize(os.path.join(out, name)), name
     assert (counts["sft"], counts["rm_prompts"], counts["ppo_prompts"]) == (150, 75, 75)  # 5% of 3000/1500/1500
-    assert counts["eval_prompts"] == 16 + 3 + 4  # eval 5% of 324, held-out category 5% of 60, lang2 5% of 72
+    # eval 5% of 420 (v2) / 324 (facts), held-out category 5% of 60, lang2 5% of 70 / 72
+    assert counts["eval_prompts"] == {"v2": 21 + 3 + 4, "facts": 16 + 3 + 4}[_name(info)]
+    assert (counts["people"], counts["cities"]) == {"v2": (12, 6), "facts": (24, 12)}[_name(info)]
 
 
 def test_rm_scale_grows_the_comparison_prompts_only(world, tmp_path):
     """--rm_scale multiplies the RM prompts; the SFT data, evaluation prompts, corpus and probes
     stay byte-identical, so the base and SFT models of a run need not be retrained."""
-    out, _ = world
-    info = build_world(str(tmp_path / "rm2"), seed=0, scale=SCALE, rm_scale=2.0)
+    out, info0 = world
+    info = build_world(str(tmp_path / "rm2"), seed=0, scale=SCALE, rm_scale=2.0, world=_name(info0))
     assert info["counts"]["rm_prompts"] == 150 and info["rm_scale"] == 2.0
     for f in ("kb.json", "corpus_train.txt", "corpus_heldout.txt", "sft.jsonl", "eval_prompts.jsonl", "probes.jsonl",
               "fewshot.txt"):
@@ -76,8 +87,8 @@ def test_rm_scale_grows_the_comparison_prompts_only(world, tmp_path):
 def test_demo_flaws_changes_only_the_demonstrations(world, tmp_path):
     """--demo_flaws makes the demonstrators more careless: the same SFT prompts with more
     flawed answers; every other file of the world byte-identical."""
-    out, _ = world
-    info = build_world(str(tmp_path / "d3"), seed=0, scale=SCALE, demo_flaws=3.0)
+    out, info0 = world
+    info = build_world(str(tmp_path / "d3"), seed=0, scale=SCALE, demo_flaws=3.0, world=_name(info0))
     assert info["demo_flaws"] == 3.0
     for f in ("kb.json", "corpus_train.txt", "corpus_heldout.txt", "rm_prompts.jsonl", "ppo_prompts.jsonl",
               "eval_prompts.jsonl", "probes.jsonl", "fewshot.txt"):
@@ -86,7 +97,7 @@ def test_demo_flaws_changes_only_the_demonstrations(world, tmp_path):
     assert [r["prompt"] for r in base] == [r["prompt"] for r in sloppy]
     n_base = sum(bool(r["flaws"]) for r in base)
     n_sloppy = sum(bool(r["flaws"]) for r in sloppy)
-    assert n_sloppy > 1.5 * n_base, (n_base, n_sloppy)
+    assert n_sloppy > 1.3 * n_base, (n_base, n_sloppy)
     # a flawed demonstration scores below its reference, by the judge the flaws are for
     worse = [L.judge(r, r["response"])["score"] < L.judge(r, r["meta"]["gold"])["score"]
              for r in sloppy if r["flaws"] and set(r["flaws"]) & {"wrong_fact", "sloppy", "violate"}]
@@ -96,7 +107,8 @@ def test_demo_flaws_changes_only_the_demonstrations(world, tmp_path):
 @pytest.mark.parametrize("arg, message", [("--demo_flaws=abc", "--demo_flaws=abc: expected a number"),
                                           ("--scale=-1", "--scale=-1: expected a value >= 0.001"),
                                           ("--seed=1.5", "--seed=1.5: expected an integer"),
-                                          ("--rm_sclae=2", "unknown options ['rm_sclae']")])
+                                          ("--rm_sclae=2", "unknown options ['rm_sclae']"),
+                                          ("--world=v3", "--world=v3: expected one of v2, facts")])
 def test_build_cli_names_the_bad_option(tmp_path, arg, message):
     """A bad build option exits non-zero with a message naming it, never a raw traceback."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,9 +119,9 @@ def test_build_cli_names_the_bad_option(tmp_path, arg, message):
 
 
 def test_same_seed_identical_other_seed_different(world, tmp_path):
-    out, _ = world
-    build_world(str(tmp_path / "again"), seed=0, scale=SCALE)
-    build_world(str(tmp_path / "other"), seed=1, scale=SCALE)
+    out, info = world
+    build_world(str(tmp_path / "again"), seed=0, scale=SCALE, world=_name(info))
+    build_world(str(tmp_path / "other"), seed=1, scale=SCALE, world=_name(info))
     for f in FILES:
         a = open(os.path.join(out, f), "rb").read()
         assert a == open(tmp_path / "again" / f, "rb").read(), f
@@ -118,10 +130,13 @@ def test_same_seed_identical_other_seed_different(world, tmp_path):
 
 
 def test_categories_and_heldout_splits(world):
-    out, _ = world
+    out, info = world
+    cats = set(T.categories(_name(info)))
+    assert cats <= set(T.CATEGORIES) and len(cats) >= 6
     for name in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl"):
         recs = _load(out, name)
-        assert {r["category"] for r in recs} == set(T.CATEGORIES), name
+        assert {r["category"] for r in recs} == cats, name
+        assert all(r["meta"].get("world", K.LEGACY_WORLD) == _name(info) for r in recs)
         assert all(r["lang"] == "en" and r["category"] != T.HELDOUT_CATEGORY for r in recs), name
         assert not any("zemic" in r["prompt"].lower() for r in recs)
         # no lang2 words leak into fine-tuning prompts
@@ -129,7 +144,7 @@ def test_categories_and_heldout_splits(world):
     ev = _load(out, "eval_prompts.jsonl")
     splits = {r["split"] for r in ev}
     assert splits == {"eval", "heldout_category", "lang2"}
-    assert {r["category"] for r in ev if r["split"] == "eval"} == set(T.CATEGORIES)
+    assert {r["category"] for r in ev if r["split"] == "eval"} == cats
     assert all(r["category"] == T.HELDOUT_CATEGORY for r in ev if r["split"] == "heldout_category")
     assert all(r["lang"] == "lang2" for r in ev if r["split"] == "lang2")
     train_prompts = {r["prompt"] for n in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl")
@@ -148,8 +163,8 @@ def test_every_record_judgeable_and_refs_perfect(world):
 
 
 def test_corpus_format_and_vocabulary(world):
-    out, _ = world
-    ix = get_index(0)
+    out, info = world
+    ix = _ix(info)
     vocab = set(english_vocab())
     names = set(ix.person) | set(ix.city) | set(ix.country) | set(ix.river) | {"zemic"}
     assert not any(f" {u} " in open(os.path.join(out, "corpus_train.txt")).read() for u in ix.kb["unknown_names"])
@@ -173,8 +188,8 @@ def test_corpus_format_and_vocabulary(world):
 
 def test_corpus_obeys_the_judges_semantics(world):
     # every fact the corpus states (by the judge's person-then-value rule) is true
-    out, _ = world
-    ix = get_index(0)
+    out, info = world
+    ix = _ix(info)
     false = [(line, f) for d in read_corpus(os.path.join(out, "corpus_train.txt"))
              if not any(map(is_lang2_word, d.split())) for line in d.split("\n")
              for f in L.stated_facts(line, ix) if not f[3]]
@@ -182,10 +197,11 @@ def test_corpus_obeys_the_judges_semantics(world):
 
 
 def test_probes_match_kb_and_corpus(world):
-    out, _ = world
-    ix = get_index(0)
+    out, info = world
+    ix = _ix(info)
     probes = [json.loads(x) for x in open(os.path.join(out, "probes.jsonl"))]
-    assert len(probes) == K.N_PEOPLE * len(K.PERSON_ATTRS) + K.N_CITIES * len(K.CITY_ATTRS)  # every fact once
+    w = K.WORLDS[_name(info)]
+    assert len(probes) == w["people"] * len(K.PERSON_ATTRS) + w["cities"] * len(K.CITY_ATTRS)  # every fact once
     corpus = open(os.path.join(out, "corpus_train.txt")).read()
     seen = 0
     for p in probes:
@@ -218,7 +234,8 @@ def _text_words(obj, out):
 def test_vocabulary_covers_every_template():
     # english_vocab() is a hand-written list: a template (an UPPERCASE constant of tasks.py
     # or world.py) with a word missing from it would write untranslatable text
-    ids = {"CATEGORIES", "HELDOUT_CATEGORY", "FILES", "LANG2_KINDS"}  # names of things, not text
+    ids = {"CATEGORIES", "HELDOUT_CATEGORY", "FILES", "LANG2_KINDS", "PROFILES", "WORLDS", "DEFAULT_WORLD",
+           "LEGACY_WORLD"}  # names of things, not text
     vocab = set(english_vocab())
     for mod in (K, T, W):
         for name, value in vars(mod).items():
@@ -259,7 +276,7 @@ def _qa(ix, constraints=()):
     p = ix.kb["people"][0]
     return p, _rec("open_qa", dict(task="fact", subject=p["name"], attr="city", answer=p["city"],
                                    answer_type="city", gold=f"{p['name']} lives in {p['city']}.",
-                                   constraints=list(constraints)),
+                                   constraints=list(constraints), world=ix.world),
                    prompt=f"Where does {p['name']} live? Answer in at most 5 words.")
 
 
@@ -275,7 +292,9 @@ def test_judge_orders_flaws():
     assert long_["constraint_ok"] is False and long_["correct"]
     assert wrong["hallucinated"] and not wrong["correct"]
     assert toxic["toxic"] and toxic["inappropriate"]
-    assert good["score"] > long_["score"] > wrong["score"] > toxic["score"]
+    # the paper's major failures: a broken explicit constraint, a fabricated fact, an insult
+    assert good["score"] == 7.0 > 5.0 > long_["score"] > max(wrong["score"], toxic["score"])
+    assert max(wrong["score"], toxic["score"]) < 3.0
     # base-model behaviour: more questions instead of an answer
     pile = L.judge(rec, f"Where does {p['name']} live? What is {p['name']}'s job?")
     assert not pile["did_task"] and pile["score"] < 2
@@ -329,14 +348,14 @@ def test_judge_lang2_translates_back(world):
 
 
 JUDGE_KEYS = {"score", "did_task", "constraint_ok", "correct", "hallucinated", "says_unknown", "toxic",
-              "inappropriate", "wrong_language", "helpful", "honest", "harmless"}
+              "inappropriate", "wrong_language", "filler", "helpful", "honest", "harmless"}
 
 
 def test_judge_is_pure_and_follows_the_formula(world):
     # (its speed is measured by bench.py)
-    out, _ = world
+    out, info = world
     rng = random.Random(0)
-    ix = get_index(0)
+    ix = _ix(info)
     for r in _load(out, "rm_prompts.jsonl"):
         before = json.dumps(r, sort_keys=True)
         for c in T.candidate_responses(r, rng, ix, 4):
@@ -360,9 +379,9 @@ def test_labelers_split():
 
 
 def test_rank_prefer(world):
-    out, _ = world
+    out, info = world
     rng = random.Random(0)
-    ix = get_index(0)
+    ix = _ix(info)
     for r in _load(out, "rm_prompts.jsonl")[:30]:
         cands = T.candidate_responses(r, rng, ix, 5)
         order = L.rank(r, cands, "amber", rng)
@@ -379,19 +398,21 @@ def test_rank_prefer(world):
 
 
 def test_agreement_on_realistic_candidates(world):
-    out, _ = world
+    out, info = world
     rng = random.Random(0)
-    ix = get_index(0)
+    ix = _ix(info)
     recs = _load(out, "rm_prompts.jsonl") + _load(out, "ppo_prompts.jsonl")
     cands = [T.candidate_responses(r, rng, ix, 4) for r in recs]
     train = L.agreement(recs, cands, L.train_labelers(), rng)
     held = L.agreement(recs, cands, L.heldout_labelers(), rng)
     print(f"\nagreement: train {train:.3f}, held-out {held:.3f} (paper 0.726 / 0.773)")
-    assert 0.6 < train < 0.85 and 0.6 < held < 0.85
+    assert 0.65 < train < 0.85 and 0.65 < held < 0.85
 
 
 def test_demonstrations_good_but_imperfect(world):
-    out, _ = world
+    """v2's demonstrators make the documented behaviour mistakes often (data/README.md), v1's
+    rarely; both write far better than a base model continues."""
+    out, info = world
     demos = load_demonstrations(os.path.join(out, "sft.jsonl"))
     labs = {x["name"] for x in L.train_labelers()}
     assert {d["labeler"] for d in demos} <= labs
@@ -401,12 +422,17 @@ def test_demonstrations_good_but_imperfect(world):
     frac["hallucinated"] = sum(j["hallucinated"] for j in js) / len(js)
     flawed = sum(1 for d in demos if d["flaws"]) / len(demos)
     print(f"\ndemos: mean gold {mean:.2f}, failures {frac}, written with a quirk {flawed:.2f}")
-    assert 5.8 < mean < 6.95
-    assert 0.02 < frac["constraint_ok"] < 0.3 and 0.02 < frac["correct"] < 0.3
-    assert frac["hallucinated"] > 0 and flawed > 0.1
+    if _name(info) == "v2":
+        assert 4.0 < mean < 5.2 and 0.3 < frac["constraint_ok"] < 0.6 and flawed > 0.5
+        assert 0.03 < frac["hallucinated"] < 0.2
+        assert any(j["toxic"] for j in js) and any(j["filler"] for j in js)
+    else:
+        assert 5.8 < mean < 6.95
+        assert 0.02 < frac["constraint_ok"] < 0.3 and 0.02 < frac["correct"] < 0.3
+        assert frac["hallucinated"] > 0 and flawed > 0.1
     # base-model-like continuations are far worse than demonstrations
     rng = random.Random(0)
-    base = [L.judge(d, T.base_like_response(d, rng, get_index(0)))["score"] for d in demos]
+    base = [L.judge(d, T.base_like_response(d, rng, _ix(info)))["score"] for d in demos]
     assert sum(base) / len(base) < 3.0
 
 
