@@ -30,13 +30,29 @@ def run_main(monkeypatch, tmp_path, argv):
 def test_redo_reruns_the_stage_and_what_follows_from_scratch(monkeypatch, tmp_path, capsys):
     out = str(tmp_path / "o")
     _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}"])
-    assert len(calls) == 11 and all("--resume=True" in c for c in calls if c[1] in ("sft.py", "reward.py"))
+    assert len(calls) == 12 and all("--resume=True" in c for c in calls if c[1] in ("sft.py", "reward.py"))
     _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}"])
     assert calls == []  # everything is done
     _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}", "--redo=ppo_beta0"])
-    assert [c[1] for c in calls] == ["ppo.py", "evaluate.py"]
+    assert [c[1] for c in calls] == ["ppo.py", "ppo.py", "evaluate.py"]  # ppo_beta0, ppo_oracle, evaluate
     assert not any("--resume=True" in c for c in calls)  # a redo must not resume the finished checkpoint
     assert os.path.exists(os.path.join(out, ".done", "ppo_beta0"))
+
+
+def test_world_facts_builds_world_v1_in_its_own_folders(monkeypatch, tmp_path):
+    by_script, _ = run_main(monkeypatch, tmp_path, ["--world=facts"])
+    assert "--world=facts" in by_script["data.world"] and "--out=out/facts/world" in by_script["data.world"]
+    assert "--out=out/facts/sft.pt" in by_script["sft.py"]
+    by_script, _ = run_main(monkeypatch, tmp_path, [])
+    assert "--world=v2" in by_script["data.world"] and "--out=data/world" in by_script["data.world"]
+
+
+def test_oracle_stage_is_labelled_and_alone_reads_the_gold_judge():
+    """The ORACLE diagnostic is its own stage; no stage of the real pipeline trains on gold."""
+    plan = plan_args(0)
+    assert "--reward=gold" in plan["ppo_oracle"] and "--out=out/x/ppo_oracle.pt" in plan["ppo_oracle"]
+    assert not any("--reward=gold" in cmd for name, cmd in plan.items() if name != "ppo_oracle")
+    assert "ppo_oracle=out/x/ppo_oracle.pt" in " ".join(plan["evaluate"])
 
 
 def test_seed_picks_its_own_out_dir_and_world(monkeypatch, tmp_path):
