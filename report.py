@@ -261,14 +261,13 @@ def _fig_winrate(plt, results, out_dir):
         xs = _bars(ax, names, ys, colors, width, (k - (len(groups) - 1) / 2) * width, alpha=1.0 if k == 0 else 0.45,
                    label=lbl)
         ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
-    ax.axhline(0.5, color="black", ls="--", lw=1)
-    ax.text(len(names) - 0.5, 0.51, f"= {ref}", ha="right", va="bottom", fontsize=9)
+    ax.axhline(0.5, color="black", ls="--", lw=1, label=f"50% = as good as {ref}")
     ax.set_xticks(range(len(names)), [model_label(n, models[n]) for n in names], fontsize=9)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.08)  # room for the legend
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.yaxis.set_major_formatter(_percent())
     ax.set(ylabel=f"preferred to {ref} (win rate)", title=f"Win rate against {ref}, 95% intervals (paper Figure 1)")
-    if len(groups) > 1:
-        ax.legend(loc="upper left", fontsize=9, frameon=False)
+    ax.legend(loc="upper left", fontsize=9, frameon=False, ncol=len(groups) + 1)
     return _save(fig, out_dir, "winrate.png")
 
 
@@ -368,7 +367,8 @@ def _fig_behaviour(plt, results, out_dir):
         if key == "ignores_constraint" and any(models[n]["axes"].get("n_constraint") for n in names):
             title += f" (n={models[names[0]]['axes'].get('n_constraint')})"
         ax.set_title(title, fontsize=10)
-    axes[0][0].set_ylim(0, 1)
+    axes[0][0].set_ylim(0, 1.15)  # room for the labels above a bar at 100%
+    axes[0][0].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     axes[0][0].yaxis.set_major_formatter(_percent())
     axes[0][0].set_ylabel("share of answers (lower is better)")
     fig.suptitle("Behaviour by the gold judge (paper Figure 4), held-out prompts", fontsize=11)
