@@ -173,9 +173,10 @@ NO_MATPLOTLIB = "matplotlib not installed: the report has no figures (pip instal
 # other fraction-valued key in "axes" is drawn after these, under its own name.
 AXES = (("fails_task", "did not attempt\nthe task"), ("ignores_constraint", "broke an explicit\nconstraint"),
         ("hallucinates", "hallucinated\na fact"), ("inappropriate", "inappropriate\nlanguage"),
-        ("filler", "filler\nsentence"))
-FAMILY_COLOR = {"base": "#9e9e9e", "prompted": "#cfcfcf", "sft": "#1f77b4", "ppo": "#ff7f0e", "ppo_ptx": "#2ca02c"}
-OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
+        ("filler", "filler\nphrase"))
+FAMILY_COLOR = {"base": "#9e9e9e", "prompted": "#cfcfcf", "sft": "#1f77b4", "ppo": "#ff7f0e", "ppo_ptx": "#2ca02c",
+                "ppo_oracle": "#d62728"}
+OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 
 
 def _finite(x):
@@ -184,14 +185,15 @@ def _finite(x):
 
 def model_colors(results):
     """{model: (colour, hatch)}: one colour per family (an unknown family, e.g. a DPO model, gets
-    one of its own), hatched for the two no-RL baselines (greedy SFT, best-of-N)."""
+    one of its own), hatched for the two no-RL baselines (greedy SFT, best-of-N) and, cross-hatched,
+    for the oracle diagnostic (trained on the gold judge, which no real project has)."""
     special = {results.get("roles", {}).get(r) for r in ("sft_greedy", "best_of_n")} - {None}
     extra, out = {}, {}
     for name, m in results["models"].items():
         fam = m.get("family", "other")
         if fam not in FAMILY_COLOR and fam not in extra:
             extra[fam] = OTHER_COLORS[len(extra) % len(OTHER_COLORS)]
-        out[name] = (FAMILY_COLOR.get(fam) or extra[fam], "//" if name in special else None)
+        out[name] = (FAMILY_COLOR.get(fam) or extra[fam], "//" if name in special else "xx" if fam == "ppo_oracle" else None)
     return out
 
 
@@ -300,6 +302,9 @@ def _fig_overoptimization(plt, results, out_dir):
     axes = axes[:n]
     for k, (path, rows) in enumerate(logs.items()):
         label = os.path.basename(path).replace("_log.jsonl", "").replace(".jsonl", "")
+        # the oracle diagnostic (ppo.py --reward=gold) logs the gold judge's rescaled score as its "RM score"
+        oracle = any(str(r.get("reward_source", "")).startswith("gold") for r in rows)
+        reward_label = "reward = gold judge (ORACLE)" if oracle else "RM score (raw)"
         ax = axes[k]
         it = [r.get("iter", i + 1) for i, r in enumerate(rows)]
         rm = [r.get("rm_score", r.get("score")) for r in rows]
@@ -310,10 +315,10 @@ def _fig_overoptimization(plt, results, out_dir):
             ax.text(min(warm) - 0.4, 0.98, "value\nwarm-up", transform=ax.get_xaxis_transform(), va="top", fontsize=8,
                     color="0.4")
         ax.plot(it, rm, "o", ms=2.5, alpha=0.3, color="C0")
-        ax.plot(it, _smooth(rm), "-", color="C0", lw=2, label="RM score (raw)")
-        ax.set(xlabel="PPO iteration", title=label)
+        ax.plot(it, _smooth(rm), "-", color="C0", lw=2, label=reward_label)
+        ax.set(xlabel="PPO iteration", title=label + (" (ORACLE)" if oracle else ""))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("RM score (raw)", color="C0")
+        ax.set_ylabel(reward_label, color="C0")
         ax.tick_params(axis="y", colors="C0")
         gold = [r["gold"] if _finite(r.get("gold")) else float("nan") for r in rows]
         if any(g == g for g in gold):

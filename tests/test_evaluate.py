@@ -328,7 +328,9 @@ def figure_results(with_extras=True):
     logs = {"out/ppo_log.jsonl": rows, "out/ppo_beta0_log.jsonl": rows[:6]}
     if with_extras:  # stages the default run may not have: a DPO model (a family the report does not know),
         models["dpo"] = m("other", 0.9e6, 0.28, float("nan"), 0.97)  # no held-out loss; a PPO log without gold
-        logs["out/ppo_oracle_log.jsonl"] = [dict(iter=i + 1, kl=0.1 * i, rm_score=0.1 * i) for i in range(5)]
+        logs["out/ppo_oracle_log.jsonl"] = [dict(iter=i + 1, kl=0.1 * i, rm_score=0.1 * i, reward_source="gold (ORACLE)")
+                                            for i in range(5)]
+        models["ppo_oracle"] = m("ppo_oracle", 0.9e6, 0.2, 0.81, 0.99)
     names = [n for n in models if n != "sft"]
     return dict(reference="sft", models=models, roles=dict(base="base", sft="sft", sft_greedy="sft_greedy"),
                 win_rates=dict(train={report.pair_key(n, "sft"): w(0.5 + 0.05 * i) for i, n in enumerate(names)},

@@ -42,7 +42,7 @@ def _rec(category, meta, prompt="p", lang="en"):
 # build: files, determinism, splits
 
 def test_build_complete_and_counts_true(world):
-    # (build time and judge speed are measured by bench/bench.py, not asserted here)
+    # (build time and judge speed are measured by bench.py, not asserted here)
     out, info = world
     for f in FILES:
         assert os.path.getsize(os.path.join(out, f)) > 0, f
@@ -333,7 +333,7 @@ JUDGE_KEYS = {"score", "did_task", "constraint_ok", "correct", "hallucinated", "
 
 
 def test_judge_is_pure_and_follows_the_formula(world):
-    # (its speed is measured by bench/bench.py)
+    # (its speed is measured by bench.py)
     out, _ = world
     rng = random.Random(0)
     ix = get_index(0)
