@@ -28,7 +28,8 @@ by RM score, and the alignment tax if --heldout_corpus / --probes are given.
 
 Writes into --out_dir: report.md (tables, samples), results.json (every number),
 responses.jsonl (every answer with its gold score) and, when matplotlib is installed,
-winrate_vs_size.png, overoptimization.png and alignment_tax.png.
+the figures of report.make_figures (winrate.png, overoptimization.png, behaviour.png,
+alignment_tax.png; requirements-plot.txt).
 
 Deviations from the paper:
 1. Labelers are simulated (data/labelers.py): preferences come from a fixed rubric plus

@@ -185,8 +185,8 @@ class GPT(nn.Module):
         Returns (logits (B, T, V), loss or None), or (hidden (B, T, C), None) if return_hidden.
         last_k: logits of the last k positions only, (B, k, V): PPO needs the response's; the LM
         head is often the largest matmul (GPT-2: 50257 x 768). (The sampling prefill could use
-        last_k=1 too; it does not, because that changes the default run's samples in the last
-        bits, and with them every result quoted in the README.)
+        last_k=1 too; it does not: a narrower matmul rounds differently, so every sampled token
+        downstream would change in its last bits for a few percent of the rollout's time.)
         """
         B, T = idx.shape
         past = cache.pos if cache is not None else 0
@@ -354,10 +354,10 @@ class ScalarModel(nn.Module):
     `lm_coef` (0 = the paper's RM exactly) adds one more input to the reward: the trunk's
     own mean log-likelihood of the response, read through its (tied) LM head. Why: the RM
     starts from the SFT model, which holds the world's facts as next-token probabilities,
-    and whether an answer is right is mostly whether it states the right fact. A ~1M-
-    parameter head reading one hidden state did not learn that from our ~9k comparisons
-    (58 % pair accuracy); the likelihood alone already ranks SFT samples at 60 %, and the
-    two trained together reach ~64 % (README, "Reward model").
+    and whether an answer is right is mostly whether it states the right fact. A head
+    reading one hidden state learns that poorly from a few thousand comparisons; the
+    likelihood alone already ranks answers, and the two trained together rank them better
+    than either (measured: docs/experiments.md, sections 2 and 9).
     """
 
     def __init__(self, cfg):

@@ -28,8 +28,9 @@ Deviations from the paper:
    forgets its pretraining text (see `unseen_token_mask`).
 4. Pretraining text is mixed into every step (--ptx_coef, as PPO-ptx does in step 3):
    a ~1M-parameter model that learns "an answer is one line, then <|endoftext|>" applies it
-   to all text (its held-out corpus loss went 0.78 -> 2.7 in one epoch even with the
-   rows frozen, mostly on newlines). The paper's 1.3B+ models kept both behaviours apart.
+   to all text, and its held-out corpus loss climbs even with the rows frozen, mostly on
+   newlines (measured: docs/experiments.md, section 1). The paper's 1.3B+ models kept
+   both behaviours apart.
 """
 
 import math
@@ -57,7 +58,7 @@ class SFTConfig:
     init: str = "out/base.pt"  # base checkpoint from pretrain.py, or a Hugging Face GPT-2 directory
     data: str = "data/world/sft.jsonl"  # demonstrations {prompt, response, category, labeler, ...}
     out: str = "out/sft.pt"  # best checkpoint (by --select); out/sft.pt.last holds the latest for --resume
-    epochs: int = 6  # gold and the labelers' rating still rose at 6 (README)
+    epochs: int = 6  # more epochs keep raising preference after val loss overfits (paper; docs/experiments.md, 9)
     batch_size: int = 16  # demonstrations per optimizer step, over all ranks and micro-batches
     grad_accum: int = 1  # split each batch into N micro-batches: same step, 1/N of the activation memory
     grad_checkpoint: bool = False  # recompute each block's activations in backward (less memory, ~30% slower)

@@ -316,3 +316,70 @@ def test_main_tiny(world, tmp_path, monkeypatch):
                     "over-optimisation", "Paper claim", "Samples side by side"):
         assert heading in report
     assert "not found, skipped" in report
+
+
+# --- the report's figures (report.make_figures) ---------------------------------------------
+
+
+def figure_results(with_extras=True):
+    """A small results dict in evaluate.py's layout, with what the figures read: per model its
+    family, params, Figure-4 axes, held-out loss and facts; win rates; PPO log rows."""
+    import report
+
+    def w(rate):
+        return dict(rate=rate, lo=rate - 0.05, hi=rate + 0.05)
+
+    def m(family, params, fails, loss, facts, **axes):
+        return dict(family=family, params=params, heldout_loss=loss, probe_acc=facts,
+                    axes=dict(n=100, n_constraint=40, fails_task=fails, ignores_constraint=fails / 2,
+                              hallucinates=0.2, inappropriate=0.01, **axes))
+
+    models = {"base": m("base", 0.9e6, 0.95, 0.77, 0.97), "sft": m("sft", 0.9e6, 0.3, 0.82, 0.99, filler=0.05),
+              "sft_greedy": m("sft", 0.9e6, 0.2, 0.82, 0.99), "ppo": m("ppo", 0.9e6, 0.3, 0.83, 0.98, filler=0.01),
+              "ppo_ptx": m("ppo_ptx", 0.9e6, 0.25, 0.81, None)}
+    rows = [dict(iter=i + 1, phase="value_warmup" if i < 3 else "ppo", kl=0.05 * i, rm_score=-0.3 + 0.02 * i,
+                 eos_rate=1.0, gold=4.0 + 0.01 * i) for i in range(12)]
+    logs = {"out/ppo_log.jsonl": rows, "out/ppo_beta0_log.jsonl": rows[:6]}
+    if with_extras:  # stages the default run may not have: a DPO model (a family the report does not know),
+        models["dpo"] = m("other", 0.9e6, 0.28, float("nan"), 0.97)  # no held-out loss; a PPO log without gold
+        logs["out/ppo_oracle_log.jsonl"] = [dict(iter=i + 1, kl=0.1 * i, rm_score=0.1 * i, reward_source="gold (ORACLE)")
+                                            for i in range(5)]
+        models["ppo_oracle"] = m("ppo_oracle", 0.9e6, 0.2, 0.81, 0.99)
+    names = [n for n in models if n != "sft"]
+    return dict(reference="sft", models=models, roles=dict(base="base", sft="sft", sft_greedy="sft_greedy"),
+                win_rates=dict(train={report.pair_key(n, "sft"): w(0.5 + 0.05 * i) for i, n in enumerate(names)},
+                               heldout={report.pair_key(n, "sft"): w(0.45 + 0.05 * i) for i, n in enumerate(names)}),
+                ppo_log_rows=logs)
+
+
+@pytest.mark.parametrize("with_extras", [True, False])
+def test_make_figures_writes_the_four_pngs(tmp_path, with_extras):
+    pytest.importorskip("matplotlib")
+    import report
+    note = report.make_figures(figure_results(with_extras), str(tmp_path))
+    for name in report.FIGURES:
+        path = tmp_path / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"![{name}]({name})" in note
+
+
+def test_make_figures_skips_what_results_lack(tmp_path):
+    pytest.importorskip("matplotlib")
+    import report
+    r = figure_results()
+    r["ppo_log_rows"] = {}  # no PPO logs: no over-optimisation figure
+    for m in r["models"].values():
+        m["heldout_loss"] = None  # no held-out corpus: no alignment-tax figure
+        m["axes"].pop("filler", None)
+    r["win_rates"]["heldout"] = {}
+    note = report.make_figures(r, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["behaviour.png", "winrate.png"]
+    assert "overoptimization" not in note and "alignment_tax" not in note
+
+
+def test_make_figures_without_matplotlib(tmp_path, monkeypatch):
+    import report
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    note = report.make_figures(figure_results(), str(tmp_path))
+    assert note == report.NO_MATPLOTLIB and note.startswith("matplotlib not installed")  # evaluate.py prints it
+    assert os.listdir(tmp_path) == []

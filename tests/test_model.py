@@ -270,10 +270,10 @@ def test_sampling_matches_distribution():
 
 
 def test_bench_matmul_floor_does_a_training_steps_arithmetic(monkeypatch):
-    """bench.py's floor runs the matrix products of one training step: 6 FLOPs per token per
+    """bench/bench.py's floor runs the matrix products of one training step: 6 FLOPs per token per
     weight of the linear layers and the tied LM head (forward + two backward products), and
     attention's four products forward and back at the causal half (6 B L C T^2 in all)."""
-    import bench
+    from bench import bench
     cfg = GPTConfig(vocab_size=96, block_size=32, n_layer=3, n_head=2, n_embd=16)
     B, T = 2, 32
     flops = []

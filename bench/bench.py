@@ -1,8 +1,8 @@
 """
 Benchmarks for model.py and the synthetic world: prints numbers, asserts nothing.
 
-    python bench.py                       # ~1M-parameter model, context 256, this machine
-    python bench.py --n_layer=12 --n_embd=768 --device=cuda   # GPT-2 small on a GPU
+    python bench/bench.py                 # ~1M-parameter model, context 256, this machine
+    python bench/bench.py --n_layer=12 --n_embd=768 --device=cuda   # GPT-2 small on a GPU
 
 Measures, on the same config and batch:
 1. training tokens/s of our GPT vs transformers' GPT2LMHeadModel (if installed), our model
@@ -20,9 +20,15 @@ which ours and the peer run in turn (a load spike then hits both), printed with 
 
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+
+# run as `python bench/bench.py` from the repository root (or from anywhere): the modules it measures
+# (model.py, common.py, data/, ...) live one folder up, so put that folder first on the path
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import torch
 

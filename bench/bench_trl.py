@@ -1,13 +1,13 @@
 """
 Time one PPO iteration of ours (ppo.ppo_iteration) against one of TRL's PPOTrainer.
-Needs `pip install -r requirements-bench.txt` (trl==1.12.0): a bench-only extra (it brings accelerate
+Needs `pip install -r bench/requirements-bench.txt` (trl==1.12.0): a bench-only extra (it brings accelerate
 and datasets, so the tests do not install it), never
 imported by the pipeline. Offline: every model and the tokenizer are built here, in memory.
 
-    python bench_trl.py                                          # 4 layers, width 256, this machine
-    OMP_NUM_THREADS=1 python bench_trl.py --repeats=2 --n_layer=2 --n_head=2 --n_embd=128 --batch_size=8 \
+    python bench/bench_trl.py                                    # 4 layers, width 256, this machine
+    OMP_NUM_THREADS=1 python bench/bench_trl.py --repeats=2 --n_layer=2 --n_head=2 --n_embd=128 --batch_size=8 \
         --minibatch_size=4 --prompt_len=16 --response_len=16     # smoke run, seconds
-    python bench_trl.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --batch_size=64 --minibatch_size=16
+    python bench/bench_trl.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --batch_size=64 --minibatch_size=16
 
 Measured: the wall time of one iteration -- sample response_len tokens for batch_size prompts
 of prompt_len tokens, RM scores, reference log-probs, values, GAE, whitening, then ppo_epochs
@@ -55,11 +55,17 @@ import contextlib
 import copy
 import io
 import os
+import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
+
+# run as `python bench/bench_trl.py` from the repository root (or from anywhere): the modules it measures
+# (model.py, common.py, data/, ...) live one folder up, so put that folder first on the path
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
           "HF_HUB_DISABLE_PROGRESS_BARS", "TRL_EXPERIMENTAL_SILENCE"):
@@ -68,7 +74,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's re
 
 import torch
 
-from bench import fmt
+from bench.bench import fmt
 from common import autocast, get_device, parse_config, print_config, precision_name
 from model import GPT, ScalarModel
 

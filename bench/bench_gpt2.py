@@ -3,9 +3,9 @@ GPT-2-shaped models through one step of each training stage: time and peak memor
 Random weights with GPT-2's real shapes (vocabulary 50257 + our 3 special tokens, context
 1024); nothing is downloaded. Prints numbers, asserts nothing.
 
-    python bench_gpt2.py                              # 124M, batch 4, SFT + RM + PPO, this machine
-    python bench_gpt2.py --size=355M --device=cuda --grad_checkpoint=True
-    python bench_gpt2.py --estimate=True              # the README's computed GPU memory/time table
+    python bench/bench_gpt2.py                        # 124M, batch 4, SFT + RM + PPO, this machine
+    python bench/bench_gpt2.py --size=355M --device=cuda --grad_checkpoint=True
+    python bench/bench_gpt2.py --estimate=True        # the computed GPU memory/time table (docs/benchmarks.md)
 
 Measured, each stage in its own process so each peak is its own (peak RSS on the CPU,
 torch.cuda.max_memory_allocated on a GPU), the median of --repeats after one warm-up:
@@ -30,6 +30,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
+
+# run as `python bench/bench_gpt2.py` from the repository root (or from anywhere): the modules it measures
+# (model.py, common.py, data/, ...) live one folder up, so put that folder first on the path
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import torch
 
