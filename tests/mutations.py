@@ -35,6 +35,9 @@ cases = [
  ("ppo.py", "            if cfg.recompute_logprobs:", "            if cfg.recompute_logprobs or check_sampler:", "tests/test_ppo.py", "checking_the_sampler"),
  # the world's difficulty knob must reach the demonstrations
  ("data/world.py", "T.write_demo(rec, lab, drng, ix, boost=demo_flaws)", "T.write_demo(rec, lab, drng, ix)", "tests/test_world.py", "demo_flaws"),
+ # World v2's rubric: a broken explicit constraint is a major failure; its demonstrators share documented rates
+ ("data/labelers.py", "kept = 1.0 - lab[\"constraint\"] * (a[\"constraint_ok\"] is False)", "kept = 1.0 - 0.2 * (a[\"constraint_ok\"] is False)", "tests/test_world.py", "orders_flaws"),
+ ("data/tasks.py", "q = {k: min(0.9, v * boost) for k, v in (shared or lab[\"quirks\"]).items()}", "q = {k: min(0.9, v * boost) for k, v in lab[\"quirks\"].items()}", "tests/test_world.py", "demonstrations_good"),
 ]
 
 

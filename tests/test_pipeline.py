@@ -32,15 +32,29 @@ def test_every_stage_produced_its_artefact(quick):
     out, log = quick
     for f in ["world/world.json", "world/sft.jsonl", "tokenizer.tiktoken", "base.pt", "base_large.pt", "sft.pt",
               "comparisons.jsonl", "comparisons_val.jsonl", "comparisons_val_heldout.jsonl", "rm.pt", "ppo.pt",
-              "ppo_ptx.pt", "ppo_beta0.pt", "ppo_log.jsonl", "report.md", "results.json"]:
+              "ppo_ptx.pt", "ppo_beta0.pt", "ppo_oracle.pt", "ppo_log.jsonl", "report.md", "results.json"]:
         assert os.path.exists(os.path.join(out, f)), f
     for stage in ["world", "tokenizer", "base", "base_large", "sft", "collect", "reward", "ppo", "ppo_ptx",
-                  "ppo_beta0", "evaluate"]:
+                  "ppo_beta0", "ppo_oracle", "evaluate"]:
         assert f"=== {stage}:" in log
     # every checkpoint loads without running code, and carries its configs
     for f in ["base.pt", "sft.pt", "rm.pt", "ppo_ptx.pt"]:
         ck = torch.load(os.path.join(out, f), map_location="cpu", weights_only=True)
         assert "model" in ck and "model_config" in ck and "config" in ck
+
+
+def test_oracle_is_labelled_everywhere(quick):
+    """The gold-reward diagnostic says ORACLE in its config, log lines, log file and report row."""
+    out, log = quick
+    ck = torch.load(os.path.join(out, "ppo_oracle.pt"), map_location="cpu", weights_only=True)
+    assert ck["config"]["reward"] == "gold"
+    assert torch.load(os.path.join(out, "ppo_ptx.pt"), map_location="cpu", weights_only=True)["config"]["reward"] == "rm"
+    assert "ORACLE: the reward is the gold judge's score" in log and "ORACLE step" in log
+    rows = [json.loads(x) for x in open(os.path.join(out, "ppo_oracle_log.jsonl"))]
+    assert rows and all(r["reward_source"] == "gold (ORACLE)" for r in rows)
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["models"]["ppo_oracle"]["family"] == "ppo_oracle" and results["roles"]["ppo_ptx"] == "ppo_ptx"
+    assert "ORACLE" in open(os.path.join(out, "report.md")).read()
 
 
 def test_reward_model_is_normalised(quick):
@@ -70,7 +84,7 @@ def test_report_contains_every_table(quick):
         assert section in report, section
     results = json.load(open(os.path.join(out, "results.json")))
     assert {"base", "sft", "sft_greedy", "ppo", "ppo_ptx", "base_large"} <= set(results["models"])
-    assert len(results["claims"]) == 14 and all(c["measured"] for c in results["claims"])
+    assert len(results["claims"]) == 17 and all(c["measured"] for c in results["claims"])
 
 
 def test_finished_stages_are_not_redone(quick):
