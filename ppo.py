@@ -31,16 +31,16 @@ Where we follow the paper / Ziegler et al. 2019, and where we deviate:
 1. Follow: policy and frozen reference both start from SFT; value function starts from
    the reward model (--value_init=zero: a zero-initialised head on the policy trunk).
    Add (Ziegler et al.'s advice): the first --value_warmup iterations fit only the value
-   model, without the value clip. The RM was trained at the last token only; read at
-   every response position it is far from the returns (explained variance ~ -2 on our
-   first runs), and the advantages of the first policy updates were then mostly value
-   error -- PPO's first lesson was "do not stop" (the EOS token's advantage came out
-   negative). With --value_init=zero the warm-up also trains the shared trunk.
+   model, without the value clip. The RM was trained at the last token only, so read at
+   every response position it is far from the returns; until the value model fits them,
+   the advantages are mostly value error (explained variance well below 0; the EOS token's
+   advantage turns negative and PPO learns not to stop). With --value_init=zero the
+   warm-up also trains the shared trunk.
    Add: the policy's lr then ramps up over its first --lr_warmup optimizer steps. Adam's
    first step moves every parameter by about +-lr whatever the size of its gradient (tied
-   embedding rows of tokens no rollout used included); without the ramp the first policy
-   update pushed the PPO ratio to ~40 (~350 at the beta = 0 run's lr), and ppo.py's health
-   check warned on every default run.
+   embedding rows of tokens no rollout used included), so without the ramp the first
+   policy update can push some tokens' PPO ratio far outside the clip range, and the
+   health check warns. (Measured: docs/experiments.md, sections 4 and 9.)
 2. Follow: per-token reward r_t = -beta * (log pi - log pi_SFT), RM score added at the last
    response token; a fixed beta (0.1 here, see 8; paper 0.02); an adaptive KL controller as an option.
 3. Follow: GAE with gamma = 1, lambda = 0.95; advantages whitened with the biased variance;
@@ -50,19 +50,21 @@ Where we follow the paper / Ziegler et al. 2019, and where we deviate:
 5. Follow (Ziegler's "EOS trick"): a response that never emits EOS gets a fixed penalty
    instead of the RM score.
 6. Deviate: 256k episodes with batch 512 -> a few thousand episodes with batch 64 (16
-   prompts x 4 answers each: --samples_per_prompt), one PPO epoch of 4 minibatches per batch
-   as in the paper, at lr 2e-4 (2 epochs at 1e-4 measured the same win rate vs SFT and cost
-   a third more time; docs/rlhf_experiments.md). The value model has its own, larger learning rate (--vf_lr,
-   as DeepSpeed-Chat and OpenRLHF allow): with one shared LR it tracked the returns poorly
-   (explained variance ~0.1-0.3 all run). --advantage=rloo swaps GAE for a leave-one-out
-   baseline over the 4 answers to a prompt (no value model), for comparison.
-   gamma_ptx is 1.0 rather than 27.8: our LM loss and advantages have other scales.
+   prompts x 4 answers each: --samples_per_prompt), so a run fits a CPU budget; one PPO
+   epoch of 4 minibatches per batch as in the paper, at lr 2e-4: the PPO epochs are most
+   of an iteration's time, and a second epoch at half the lr buys no win rate. The value
+   model has its own, larger learning rate (--vf_lr, as DeepSpeed-Chat and OpenRLHF
+   allow): with one shared LR it tracks the returns poorly. --advantage=rloo swaps GAE for
+   a leave-one-out baseline over the 4 answers to a prompt (no value model), for
+   comparison. gamma_ptx is 1.0 rather than 27.8: our LM loss and advantages have other
+   scales. (Measured: docs/experiments.md, sections 3, 4 and 9.)
 7. Deviate: policy EMA (paper: 0.992) is off by default (--ema=0.992 turns it on): with
    our few iterations it mostly delays learning.
-8. Deviate: beta = 0.1, not 0.02. Our RM (RM std 1 on SFT samples, ~63 % pair accuracy)
-   is far weaker than the paper's; at beta = 0.02 PPO found its blind spots within 30
-   iterations (half the answers opened with "Happy to help!" followed by worse content;
-   gold 4.42 -> 4.10 at evaluation). At 0.1 it stays where the RM is right more often.
+8. Deviate: beta = 0.1, not 0.02. Our RM is far weaker than the paper's (a tiny trunk, a
+   few thousand comparisons; normalised to std 1 on SFT samples), and a weak RM has blind
+   spots a policy finds fast: at 0.02 PPO learns what the RM likes and the gold judge does
+   not (polite openers followed by worse content). A larger beta keeps the policy where
+   the RM is right more often. (Measured: docs/experiments.md, sections 3 and 9.)
 9. Add, a diagnostic no real project has: --reward=gold replaces the reward model's score
    by the world's noise-free gold judge (data/labelers.judge), (gold - 4) / 2 so it has
    about the RM's scale. It measures what RL can reach on this world with a perfect reward,
