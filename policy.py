@@ -9,6 +9,7 @@ model given a few-shot Q&A page).
     rm, ckpt = load_reward_model("out/rm.pt", device)
     scores = rm.score(*rm_batch(tok, prompts, texts, device))  # (B,): ScalarModel.score
     scores = score_texts(rm, tok, prompts, texts, device)  # the same for any number, 64 at a time
+    logps, n_tokens = logprob_texts(model, tok, prompts, texts, device)  # (N,) log pi(answer | prompt)
 """
 import os
 
@@ -16,7 +17,7 @@ import torch
 
 from common import autocast, die, load_checkpoint
 from data.world import QA_A, QA_Q
-from model import GPT, generate, model_from_checkpoint, right_pad
+from model import GPT, generate, model_from_checkpoint, right_pad, sequence_logprobs
 from tokenizer import Tokenizer, decode_response, render
 
 
@@ -63,6 +64,13 @@ def rm_batch(tok, prompts, responses, device):
     return ids, attn, response_mask
 
 
+def ranked_pairs(ranking):
+    """ranking (best first) -> all C(K,2) (winner, loser) index pairs. reward.py and dpo.py
+    both learn from every pair of a ranked prompt.
+    ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
+    return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]
+
+
 @torch.no_grad()
 def score_texts(rm, tok, prompts, responses, device, batch_size=64):
     """The reward model's score of each (prompt, response) pair -> (N,) float, in batches."""
@@ -72,6 +80,20 @@ def score_texts(rm, tok, prompts, responses, device, batch_size=64):
             batch = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
             out.append(rm.score(*batch).float())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def logprob_texts(model, tok, prompts, responses, device, temperature=1.0, batch_size=64):
+    """log pi(response | prompt) of each pair under a policy -> ((N,) sums over the response
+    tokens and closing EOT, (N,) how many tokens that is), in batches (model.sequence_logprobs).
+    Text is re-encoded: an answer sampled as other token ids gets its canonical encoding."""
+    logps, n_tokens = [], []
+    for i in range(0, len(prompts), batch_size):
+        ids, attn, response_mask = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
+        with autocast(device):
+            logps.append(sequence_logprobs(model, ids, attn, response_mask, temperature).float())
+        n_tokens.append(response_mask[:, 1:].sum(1))
+    return (torch.cat(logps), torch.cat(n_tokens)) if logps else (torch.zeros(0), torch.zeros(0))
 
 
 @torch.no_grad()
