@@ -17,7 +17,7 @@ answers to a prompt and cancels, and what is left trains the policy AS the rewar
     loss = - log sigmoid( beta * [ log pi(y_w|x)/pi_SFT(y_w|x) - log pi(y_l|x)/pi_SFT(y_l|x) ] )
 
 with the KL leash inside the loss (the frozen SFT reference). As in reward.py, all C(K,2)
-pairs of one ranked prompt form ONE batch element: K policy and K reference forward passes,
+pairs of a ranked prompt form ONE batch element: K policy and K reference forward passes,
 the loss the mean over its pairs, every prompt weighing the same.
 
     python dpo.py                                               # out/sft.pt + out/comparisons.jsonl -> out/dpo.pt
@@ -27,32 +27,30 @@ the loss the mean over its pairs, every prompt weighing the same.
     torchrun --nproc_per_node=2 dpo.py --device=cpu             # data parallel (ddp.py), N processes
 
 The data are the reward model's, every pair of out/comparisons.jsonl, and they are
-off-policy: most answers are SFT samples (the policy's starting point), but every prompt
-also holds one labeler demonstration and about a quarter hold a base-model sample
-(collect.py). So many pairs say "the demonstration beats the SFT sample" or "anything beats
-the base model's rambling" -- lessons the reward model learns too, but which PPO's policy
-only ever meets through its own samples. DPO can push log pi of answers it would never
-write far down (chosen AND rejected) while the margin grows: watch `chosen`.
+off-policy: most answers are SFT samples, but every prompt also holds one labeler
+demonstration and about a quarter hold a base-model sample (collect.py). So many pairs say
+"the demonstration beats the SFT sample" or "anything beats the base model's rambling":
+lessons PPO's policy only meets through its own samples. DPO may push down log pi of
+answers it would never write (chosen AND rejected) while the margin grows: watch `chosen`.
 
-Log line (every --log_interval steps; means over those steps' pairs): loss; acc, the
-implicit reward's pair accuracy (ties count half: at step 0 every reward is exactly 0);
-margin, the chosen minus the rejected implicit reward; chosen / rejected, log pi - log pi_SFT
-of the winning / losing answers (nats per answer); kl_chosen, the same per token of the
-chosen answers (KL-like, though the answers are not the policy's own samples). On the --val
-pairs at the start, every --eval_interval steps and at the end: val_loss and val_acc, the
-number to set beside the reward model's held-out pair accuracy.
+Log line, means over the pairs since the last one: loss; acc, the implicit reward's pair
+accuracy (ties count half: at step 0 every reward is exactly 0); margin, chosen minus
+rejected implicit reward; chosen / rejected, log pi - log pi_SFT of the winning / losing
+answers (nats per answer); kl_chosen, the same per token of the chosen answers (KL-like,
+though they are not the policy's samples). val_loss, val_acc: the --val pairs at the start,
+every --eval_interval steps and at the end (set val_acc beside the RM's held-out accuracy).
 
 Deviations from the DPO paper (InstructGPT has no DPO):
-1. Rankings: all C(K,2) pairs of a K-wise ranking in one batch element, averaged per
-   prompt (InstructGPT's RM batching). The DPO paper trains on single pairs and derives a
-   Plackett-Luce loss for rankings, which we do not use.
+1. Rankings: all C(K,2) pairs of a K-wise ranking in one element, averaged per prompt
+   (InstructGPT's RM batching); the paper trains on single pairs (and derives a
+   Plackett-Luce loss for rankings, not used here).
 2. Optimiser: AdamW at lr 1e-4 (SFT's / 10), warmup then linear decay to 0, 8 prompts
-   (~100 pairs) per step, 1 epoch. The paper: RMSprop at 1e-6, 64 pairs, 150 warmup steps,
-   for models of 1B+ parameters; ours has ~1M.
-3. Data: the RM's off-policy comparisons (above); the paper's pairs are samples of its SFT
-   model (or a public preference set).
-4. The reference log-probs are computed in every step (one no-grad forward) instead of
-   once ahead of training; dropout is off in policy and reference.
+   (~100 pairs) per step, 1 epoch; the paper: RMSprop at 1e-6, 64 pairs, 150 warmup steps,
+   for models of 1B+ parameters (ours: ~1M).
+3. Data: the RM's off-policy comparisons (above); the paper sampled its pairs from the SFT
+   model (or used a public preference set).
+4. The reference log-probs are computed in every step (one no-grad forward), not once ahead
+   of training; dropout is off in policy and reference.
 """
 
 import copy
@@ -152,7 +150,7 @@ def ranked_dpo_loss(logps, ref_logps, n_tokens, groups, beta):
     margin = chosen_rewards - rejected_rewards  # (C,)
     sums = dict(prompts=len(groups), loss=loss.item() * len(groups), pairs=len(pairs),
                 correct=((margin > 0).float() + 0.5 * (margin == 0).float()).sum().item(), margin=margin.sum().item(),
-                chosen=(chosen_rewards / beta).sum().item(), rejected=(rejected_rewards / beta).sum().item(),
+                chosen=(logps[w] - ref_logps[w]).sum().item(), rejected=(logps[l] - ref_logps[l]).sum().item(),
                 chosen_tokens=n_tokens[w].sum().item())
     return loss, sums
 
@@ -169,18 +167,15 @@ def summarise(sums, prefix=""):
     return {prefix + k: v for k, v in out.items()}
 
 
-def groups_of(comps):
-    """[(offset of the record's first answer in the flattened batch, its ranking)] per record."""
-    groups, off = [], 0
-    for c in comps:
-        groups.append((off, c["ranking"]))
-        off += len(c["responses"])
-    return groups
-
-
 def flatten(comps):
-    """Every (prompt, answer) of the records, record after record: two lists."""
-    return [c["prompt"] for c in comps for _ in c["responses"]], [r for c in comps for r in c["responses"]]
+    """Comparison records -> (prompts, answers, groups): every answer with its prompt, record
+    after record, and per record (offset of its first answer, its ranking best first)."""
+    prompts, answers, groups = [], [], []
+    for c in comps:
+        groups.append((len(answers), c["ranking"]))
+        prompts += [c["prompt"]] * len(c["responses"])
+        answers += c["responses"]
+    return prompts, answers, groups
 
 
 # -----------------------------------------------------------------------------
@@ -188,6 +183,8 @@ def flatten(comps):
 
 def main():
     cfg = parse_config(DPOConfig())
+    if not cfg.beta > 0:
+        die(f"--beta must be positive (the implicit reward is beta * log pi / pi_SFT), got {cfg.beta}", 2)
     device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
     print_config(cfg)
     print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
@@ -229,14 +226,15 @@ def main():
     def batch_loss(recs):
         """The DPO loss of a list of comparisons: every answer to every prompt in ONE padded
         forward of the policy (K per prompt, not 2 C(K,2)) and one of the reference."""
-        ids, attn, response_mask = rm_batch(tok, *flatten(recs), device)  # (N, T) each, right-padded
+        prompts, answers, groups = flatten(recs)
+        ids, attn, response_mask = rm_batch(tok, prompts, answers, device)  # (N, T) each, right-padded
         with autocast(device):
             logps = sequence_logprobs(fwd, ids, attn, response_mask).float()  # (N,), through DDP
             with torch.no_grad():
                 ref_logps = sequence_logprobs(ref, ids, attn, response_mask).float()  # (N,)
-        return ranked_dpo_loss(logps, ref_logps, response_mask[:, 1:].sum(1), groups_of(recs), cfg.beta)
+        return ranked_dpo_loss(logps, ref_logps, response_mask[:, 1:].sum(1), groups, cfg.beta)
 
-    val_prompts, val_answers = flatten(val)
+    val_prompts, val_answers, val_groups = flatten(val)
     val_ref = logprob_texts(ref, tok, val_prompts, val_answers, device)[0] if val and ddp.is_main() else None
 
     def measure_val():
@@ -246,7 +244,7 @@ def main():
         policy.eval()
         logps, n_tok = logprob_texts(policy, tok, val_prompts, val_answers, device)
         policy.train()
-        _, sums = ranked_dpo_loss(logps, val_ref, n_tok, groups_of(val), cfg.beta)
+        _, sums = ranked_dpo_loss(logps, val_ref, n_tok, val_groups, cfg.beta)
         return {k: v for k, v in summarise(sums, "val_").items() if k in ("val_loss", "val_acc", "val_margin")}
 
     if start == 0 and ddp.is_main() and val:  # step 0: policy == reference, loss log 2, accuracy 1/2
@@ -320,10 +318,8 @@ def main():
                   f"(implicit reward {reward:+.2f}{gold})")
 
     final = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
-    first = history[0] if history and history[0]["step"] == 0 else {}
-    v = f" | val_acc {first['val_acc']:.3f} -> {final['val_acc']:.3f}" if "val_acc" in first and "val_acc" in final else ""
-    print(f"done in {time.time() - t0:.0f}s: {total} steps{v} | kl_chosen {final.get('kl_chosen', float('nan')):.4f}"
-          f" nats/token | saved {cfg.out}")
+    print(f"done in {time.time() - t0:.0f}s: " + " | ".join(f"{k} {final[k]:.4f}" for k in
+                                                            ("val_acc", "val_loss", "kl_chosen") if k in final))
     save_checkpoint(dict(stage="dpo", model=policy.state_dict(), model_config={**asdict(policy.config), "dropout": 0.0},
                          config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.policy, step=total, history=history,
                          report=final), cfg.out)
