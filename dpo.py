@@ -68,8 +68,8 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
                     print_config, save_checkpoint, seed_everything)
 from data import DataError, load_comparisons
 from data.labelers import judge
-from model import sequence_logprobs
-from policy import load_policy, logprob_texts, ranked_pairs, rm_batch, sample_responses
+from model import response_logprobs
+from policy import load_policy, logprob_texts, pair_batch, ranked_pairs, sample_responses
 
 
 @dataclass
@@ -227,12 +227,13 @@ def main():
         """The DPO loss of a list of comparisons: every answer to every prompt in ONE padded
         forward of the policy (K per prompt, not 2 C(K,2)) and one of the reference."""
         prompts, answers, groups = flatten(recs)
-        ids, attn, response_mask = rm_batch(tok, prompts, answers, device)  # (N, T) each, right-padded
+        tokens, attn, P, mask = pair_batch(tok, prompts, answers, device)  # (N, P + R) x 2, P, (N, R)
         with autocast(device):
-            logps = sequence_logprobs(fwd, ids, attn, response_mask).float()  # (N,), through DDP
+            # a sequence's log-prob is the sum over its answer tokens (and the EOT), nothing else
+            logps = (response_logprobs(fwd, tokens, attn, P).float() * mask).sum(1)  # (N,), through DDP
             with torch.no_grad():
-                ref_logps = sequence_logprobs(ref, ids, attn, response_mask).float()  # (N,)
-        return ranked_dpo_loss(logps, ref_logps, response_mask[:, 1:].sum(1), groups, cfg.beta)
+                ref_logps = (response_logprobs(ref, tokens, attn, P).float() * mask).sum(1)  # (N,)
+        return ranked_dpo_loss(logps, ref_logps, mask.sum(1), groups, cfg.beta)
 
     val_prompts, val_answers, val_groups = flatten(val)
     val_ref = logprob_texts(ref, tok, val_prompts, val_answers, device)[0] if val and ddp.is_main() else None

@@ -437,19 +437,6 @@ def response_logprobs(model, tokens, attn_mask, prompt_len, temperature=1.0, ret
     return logprobs_from_logits(logits, tokens[:, prompt_len:], temperature, return_entropy)  # (B, R) [, (B, R)]
 
 
-def sequence_logprobs(model, ids, attn_mask, response_mask, temperature=1.0):
-    """
-    log pi(response | prompt) of each row of a right-padded batch of whole sequences
-    (policy.rm_batch's layout): the SUM of log pi over the tokens where response_mask is 1
-    (render's loss mask: the answer and its closing EOT). ids, attn_mask, response_mask:
-    (B, T) -> (B,). DPO's sequence log-probs; evaluate.py's KL to SFT.
-    """
-    logits, _ = model(ids, attn_mask=attn_mask)  # (B, T, V)
-    # the same off-by-one as above: the logit at position t predicts token t + 1
-    logp = logprobs_from_logits(logits[:, :-1], ids[:, 1:], temperature)  # (B, T-1)
-    return (logp * response_mask[:, 1:]).sum(1)  # (B,): only answer tokens; prompt and padding are 0
-
-
 # -----------------------------------------------------------------------------
 # batched sampling with a KV cache
 

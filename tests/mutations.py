@@ -33,11 +33,11 @@ cases = [
  # PPO's policy lr ramp, and the sampler check that must only measure
  ("ppo.py", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"]) * min(1.0, g[\"policy_steps\"] / cfg.lr_warmup)", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"])", "tests/test_ppo.py", "lr_warmup"),
  ("ppo.py", "            if cfg.recompute_logprobs:", "            if cfg.recompute_logprobs or check_sampler:", "tests/test_ppo.py", "checking_the_sampler"),
- # DPO: the reference inside the loss, its sign, the per-prompt mean, the answer-only log-prob sum
+ # DPO: the reference inside the loss, its sign, the per-prompt mean, where the answer starts
  ("dpo.py", "rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)  # (N,)", "rejected_rewards = beta * policy_rejected_logps  # (N,)", "tests/test_dpo.py", "dpo_loss"),
  ("dpo.py", "losses = -F.logsigmoid(chosen_rewards - rejected_rewards)  # (N,)", "losses = -F.logsigmoid(rejected_rewards - chosen_rewards)  # (N,)", "tests/test_dpo.py", "dpo_loss"),
  ("dpo.py", "weights += [1.0 / (len(pr) * len(groups))] * len(pr)", "weights += [1.0 / len(groups)] * len(pr)", "tests/test_dpo.py", "brute_force"),
- ("model.py", "return (logp * response_mask[:, 1:]).sum(1)", "return (logp * response_mask[:, :-1]).sum(1)", "tests/test_dpo.py", "sequence_logprobs"),
+ ("policy.py", "cut = [m.index(1) for _, m in seqs]", "cut = [m.index(1) + 1 for _, m in seqs]", "tests/test_dpo.py", "pair_batch"),
  # the world's difficulty knob must reach the demonstrations
  ("data/world.py", "T.write_demo(rec, lab, drng, ix, boost=demo_flaws)", "T.write_demo(rec, lab, drng, ix)", "tests/test_world.py", "demo_flaws"),
 ]

@@ -7,8 +7,8 @@ import torch
 
 from conftest import run  # and the `files` fixture: a tiny base model and comparisons
 from dpo import dpo_loss, ranked_dpo_loss
-from model import GPT, GPTConfig, sequence_logprobs
-from policy import load_policy, rm_batch
+from model import GPT, GPTConfig, response_logprobs
+from policy import load_policy, pair_batch
 from tokenizer import Tokenizer, render, train_bpe
 
 
@@ -85,13 +85,14 @@ def test_gradient_raises_the_chosen_and_lowers_the_rejected_log_prob():
     policy = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
     ref = GPT(policy.config).eval()
     ref.load_state_dict(policy.state_dict())
-    batch = rm_batch(tok, ["where does anna live?"] * 2, ["anna lives in paris.", "the cat sat."], "cpu")
+    tokens, attn, P, mask = pair_batch(tok, ["where does anna live?"] * 2, ["anna lives in paris.", "the cat sat."],
+                                       "cpu")
     with torch.no_grad():
-        ref_lp = sequence_logprobs(ref, *batch)  # (2,): chosen, rejected
+        ref_lp = (response_logprobs(ref, tokens, attn, P) * mask).sum(1)  # (2,): chosen, rejected
     opt = torch.optim.SGD(policy.parameters(), lr=0.1)
     ratios = []
     for _ in range(3):
-        lp = sequence_logprobs(policy, *batch)
+        lp = (response_logprobs(policy, tokens, attn, P) * mask).sum(1)
         ratios.append((lp - ref_lp).detach())
         loss, _ = ranked_dpo_loss(lp, ref_lp, torch.ones(2), [(0, [0, 1])], beta=0.1)
         opt.zero_grad()
@@ -102,15 +103,18 @@ def test_gradient_raises_the_chosen_and_lowers_the_rejected_log_prob():
     assert ratios[2][0] - ratios[2][1] > ratios[1][0] - ratios[1][1] > 0
 
 
-def test_sequence_logprobs_sum_the_answer_tokens_only():
-    """model.sequence_logprobs on a right-padded batch = the sum of log pi over render's loss
-    mask of each unpadded row, done by hand (the answer and its EOT; prompt and padding out)."""
+def test_pair_batch_answer_logprobs_sum_the_answer_tokens_only():
+    """pair_batch's layout (prompts left-padded, answers right-padded after them) through
+    response_logprobs, summed under its mask = the sum of log pi over render's loss mask of
+    each unpadded row, done by hand (the answer and its EOT; prompt and padding left out)."""
     tok = Tokenizer(train_bpe("the cat sat on the mat. where does anna live? anna lives in paris. " * 30, 280))
     torch.manual_seed(0)
     m = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)).eval()
-    pairs = [("where does anna live?", "paris"), ("cat", "the mat. the cat sat")]
+    pairs = [("where does anna live?", "paris"), ("cat", "the mat. the cat sat"), ("cat sat?", "the")]
     with torch.no_grad():
-        got = sequence_logprobs(m, *rm_batch(tok, [p for p, _ in pairs], [r for _, r in pairs], "cpu"))
+        tokens, attn, P, mask = pair_batch(tok, [p for p, _ in pairs], [r for _, r in pairs], "cpu")
+        assert mask.sum(1).tolist() == [sum(render(tok, p, r)[1]) for p, r in pairs]  # answer tokens + EOT
+        got = (response_logprobs(m, tokens, attn, P) * mask).sum(1)
         for i, (p, r) in enumerate(pairs):
             ids, mask = render(tok, p, r)
             logp = torch.log_softmax(m(torch.tensor([ids]))[0][0], -1)  # (T, V)
