@@ -637,9 +637,11 @@ def kl_to_reference(cfg, recs, loaded, models, responses, device):
         if (m["family"] == "prompted" or m.get("best_of") or not m["temperature"] > 0
                 or tok.to_dict() != ref_tok.to_dict()):
             continue
+        if m["path"] == ref["path"]:  # the reference itself: the same distribution twice
+            m["kl_ref"] = m["kl_ref_answer"] = 0.0
+            continue
         lp, n_tok = logprob_texts(model, tok, prompts, responses[name], device, m["temperature"])  # (N,) each
-        lp_ref = lp if m["path"] == ref["path"] else logprob_texts(ref_model, tok, prompts, responses[name], device,
-                                                                   m["temperature"])[0]
+        lp_ref, _ = logprob_texts(ref_model, tok, prompts, responses[name], device, m["temperature"])  # (N,)
         m["kl_ref"] = (lp - lp_ref).sum().item() / max(1, n_tok.sum().item())
         m["kl_ref_answer"] = (lp - lp_ref).mean().item()
 

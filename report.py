@@ -91,9 +91,10 @@ def kl_and_dpo_tables(results):
     kl = {n: m for n, m in results["models"].items() if m.get("kl_ref") is not None}
     if kl:
         out += [f"## KL to {ref}", "", f"How far each model moved from `{ref}`: the mean of log pi(y|x) - log "
-                f"pi_{ref}(y|x) over its own answers to the prompts of the training mix (k1, both at the model's "
-                "sampling temperature; PPO's logs give the same per answer). PPO holds it down with a per-token "
-                "penalty in its reward, DPO with the reference inside its loss.", ""]
+                f"pi_{ref}(y|x) over its own answers to the prompts of the training mix, both at the model's "
+                "sampling temperature (k1, the estimator PPO logs per answer on its training prompts at its own "
+                "temperature). PPO holds it down with a per-token penalty in its reward, DPO with the reference "
+                "inside its loss.", ""]
         rows = [[n, num(m["kl_ref"], ".4f"), num(m["kl_ref_answer"]), num(m["mean_gold"], ".2f"),
                  pct_ci(wr["train"].get(pair_key(n, ref)))] for n, m in kl.items()]
         out += [md_table(["model", "KL per token", "KL per answer", "mean gold score",
