@@ -190,7 +190,7 @@ def main():
     device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
     print_config(cfg)
     print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # nothing here is random but the final samples; the data order has its own seed
+    seed_everything(cfg.seed + ddp.rank())  # only the final samples are random; the data order has its own seed
 
     # 1. policy and frozen reference both start from SFT, dropout off in both
     policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)
