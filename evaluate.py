@@ -60,8 +60,8 @@ from data.labelers import heldout_labelers, judge, prefer, train_labelers
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
 from report import (RM_JUDGE_NOTE, main_table, make_figures, pair_key, render_report, render_rm_report, rm_table,
                     write_files)
-from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, qa_prompt, sample_prompted,
-                    sample_responses, score_texts)
+from policy import (fewshot_examples, fit_fewshot, load_policy, load_reward_model, logprob_texts, qa_prompt,
+                    sample_prompted, sample_responses, score_texts)
 from tokenizer import render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
@@ -91,7 +91,7 @@ class EvalConfig:
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 MIN_TAX = 0.05  # nats: smallest PPO-vs-SFT held-out loss increase counted as an alignment tax
-FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx", "ppo_oracle"]  # what model_family tells apart ("other" aside)
+FAMILIES = ["base", "prompted", "sft", "ppo", "ppo_ptx", "ppo_oracle", "dpo"]  # what model_family tells apart ("other" aside)
 GENERALISATION_SPLITS = ("heldout_category", "lang2")  # eval_prompts.jsonl splits outside the training mix
 
 
@@ -228,7 +228,7 @@ def toxicity(recs, responses, gold=None):
 
 
 def model_family(name, ckpt):
-    """base / prompted / sft / ppo / ppo_ptx, from the name (prompted) and the checkpoint."""
+    """base / prompted / sft / ppo / ppo_ptx / dpo, from the name (prompted) and the checkpoint."""
     if name.startswith("prompted"):
         return "prompted"
     stage = ckpt.get("stage")
@@ -240,7 +240,9 @@ def model_family(name, ckpt):
         if ckpt.get("config", {}).get("reward") == "gold":  # trained on the gold judge: a diagnostic, not PPO
             return "ppo_oracle"
         return "ppo_ptx" if ckpt.get("config", {}).get("ptx_coef", 0) > 0 else "ppo"
-    for fam in ("ppo_oracle", "ppo_ptx", "ppo", "sft", "base"):  # unknown stage: trust the name
+    if stage == "dpo":
+        return "dpo"
+    for fam in ("ppo_oracle", "ppo_ptx", "ppo", "dpo", "sft", "base"):  # unknown stage: trust the name
         if name.startswith(fam):
             return fam
     return "other"
@@ -645,13 +647,40 @@ def alignment_tax(cfg, models, loaded, held_docs, probes, device):
     return ctx
 
 
+def kl_to_reference(cfg, recs, loaded, models, responses, device):
+    """Adds "kl_ref" (nats per token) and "kl_ref_answer" (nats per answer) to every model
+    entry: the mean of log pi(y|x) - log pi_ref(y|x) over the model's own answers y to
+    `recs`, both at the model's sampling temperature -- k1, the estimate of KL(pi || pi_ref)
+    that PPO logs, here on the evaluation prompts. None where it means nothing: the prompted
+    base (another input format), greedy decoding, best-of-N (not one policy's samples), another
+    tokenizer. Answers are re-encoded from their text, and the closing EOT counts also for an
+    answer that ran out of room (policy.logprob_texts)."""
+    ref = models[cfg.reference]
+    ref_model, ref_tok, _ = loaded[ref["path"]]
+    prompts = [r["prompt"] for r in recs]
+    for name, m in models.items():
+        model, tok, _ = loaded[m["path"]]
+        m["kl_ref"] = m["kl_ref_answer"] = None
+        if (m["family"] == "prompted" or m.get("best_of") or not m["temperature"] > 0
+                or tok.to_dict() != ref_tok.to_dict()):
+            continue
+        if m["path"] == ref["path"]:  # the reference itself: the same distribution twice
+            m["kl_ref"] = m["kl_ref_answer"] = 0.0
+            continue
+        lp, n_tok = logprob_texts(model, tok, prompts, responses[name], device, m["temperature"])  # (N,) each
+        lp_ref, _ = logprob_texts(ref_model, tok, prompts, responses[name], device, m["temperature"])  # (N,)
+        m["kl_ref"] = (lp - lp_ref).sum().item() / max(1, n_tok.sum().item())
+        m["kl_ref_answer"] = (lp - lp_ref).mean().item()
+
+
 def pairs_to_judge(cfg, models, roles, temps):
     """Every model vs the reference (and vs the largest base), plus the pairs the claims need:
-    PPO-ptx vs base and SFT, the RL models vs the cheap tricks (own temperature, best-of-N)."""
+    PPO-ptx vs base and SFT, the RL models vs the cheap tricks (own temperature, best-of-N);
+    and DPO vs PPO and PPO-ptx, for the report's side-by-side."""
     pairs = [(n, cfg.reference) for n in models]
     if "large_base" in roles:
         pairs += [(n, roles["large_base"]) for n in models]
-    for a, b in (("ppo_ptx", "base"), ("ppo_ptx", "sft")):
+    for a, b in (("ppo_ptx", "base"), ("ppo_ptx", "sft"), ("dpo", "ppo"), ("dpo", "ppo_ptx")):  # DPO beside PPO
         if a in roles and b in roles:
             pairs.append((roles[a], roles[b]))
     for n in list(temps) + ([roles["best_of_n"]] if "best_of_n" in roles else []):
@@ -811,6 +840,8 @@ def main():
 
     # 5. alignment tax: held-out LM loss (same windows for all) and fact completion, per checkpoint
     ctx = alignment_tax(cfg, models, loaded, held_docs, probes, device)
+    kl_to_reference(cfg, [recs[i] for i in main_idx], loaded, models,
+                    {n: [r[i] for i in main_idx] for n, r in responses.items()}, device)  # how far each moved
 
     # 6. pairwise preferences: every model vs the reference (and vs the largest base), by
     # training and by held-out labelers; plus the pairs the claims need; then the splits

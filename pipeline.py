@@ -3,6 +3,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
 
     world -> tokenizer -> base models (two sizes) -> SFT -> comparisons -> reward model
           -> PPO, PPO-ptx (and PPO at beta = 0) -> evaluation report
+    and beside PPO, from SFT and the same comparisons: DPO (no reward model) -> the same report
 
     python pipeline.py               # the default run (~13 min on a 2-core CPU)
     python pipeline.py --quick       # the same stages, tiny settings (under a minute on 2 cores): smoke test, first contact
@@ -17,10 +18,10 @@ GPT-2 and your own data (or public data, converted by `python -m data.convert`):
         --comparisons=hh_rm.jsonl [--ptx_data=text.txt] [--heldout=text.txt] [--nproc=N] [--out=out/gpt2]
 
     split (data.split: RM train/val, PPO and evaluation prompts) -> SFT from the GPT-2
-    directory -> reward model -> PPO (and PPO-ptx with --ptx_data) -> evaluation by the RM
+    directory -> reward model -> DPO, PPO (and PPO-ptx with --ptx_data) -> evaluation by the RM
 
 presets/gpt2.json holds that recipe's settings; --quick adds presets/gpt2_quick.json (tiny,
-for a test or a CPU). --nproc=N runs SFT, RM and PPO under `torchrun --nproc_per_node=N`.
+for a test or a CPU). --nproc=N runs SFT, RM, DPO and PPO under `torchrun --nproc_per_node=N`.
 
 Each stage is one of the flat scripts, run as a subprocess with the arguments below, so
 anything the pipeline does you can do by hand. A stage that finished is not redone (its
@@ -60,6 +61,8 @@ def stages(out, world, seed=0, world_name="v2"):
         ("reward", py + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons.jsonl",
                          f"--val={out}/comparisons_val.jsonl", f"--val_heldout={out}/comparisons_val_heldout.jsonl",
                          f"--demos={world}/sft.jsonl", f"--out={out}/rm.pt"], True),
+        ("dpo", py + ["dpo.py", f"--policy={out}/sft.pt", f"--data={out}/comparisons.jsonl",
+                      f"--val={out}/comparisons_val.jsonl", f"--out={out}/dpo.pt"], True),
         ("ppo", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", f"--prompts={world}/ppo_prompts.jsonl",
                       f"--out={out}/ppo.pt"], True),
         ("ppo_ptx", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
@@ -76,7 +79,7 @@ def stages(out, world, seed=0, world_name="v2"):
         ("evaluate", py + ["evaluate.py",
                            f"--models=base_large={out}/base_large.pt,base={out}/base.pt,prompted={out}/base.pt,"
                            f"sft={out}/sft.pt,sft_greedy={out}/sft.pt@0,ppo={out}/ppo.pt,ppo_ptx={out}/ppo_ptx.pt,"
-                           f"ppo_oracle={out}/ppo_oracle.pt",
+                           f"dpo={out}/dpo.pt,ppo_oracle={out}/ppo_oracle.pt",
                            f"--prompts={world}/eval_prompts.jsonl", f"--heldout_corpus={world}/corpus_heldout.txt",
                            f"--probes={world}/probes.jsonl", f"--fewshot={world}/fewshot.txt",
                            f"--ppo_logs={out}/ppo_log.jsonl,{out}/ppo_ptx_log.jsonl,{out}/ppo_beta0_log.jsonl,"
@@ -103,6 +106,8 @@ def gpt2_stages(out, opts, seed=0):
         ("reward", train + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons_train.jsonl",
                             f"--val={out}/comparisons_val.jsonl", "--val_heldout=", f"--demos={opts['sft_data']}",
                             f"--out={out}/rm.pt", f"--seed={1337 + seed}"], True),
+        ("dpo", train + ["dpo.py", f"--policy={out}/sft.pt", f"--data={out}/comparisons_train.jsonl",
+                         f"--val={out}/comparisons_val.jsonl", f"--out={out}/dpo.pt", f"--seed={1337 + seed}"], True),
         ("ppo", train + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", f"--prompts={out}/ppo_prompts.jsonl",
                          "--ptx_data=", f"--out={out}/ppo.pt", f"--seed={1337 + seed}"], True),
     ]
@@ -114,6 +119,7 @@ def gpt2_stages(out, opts, seed=0):
                                          f"--out={out}/ppo_ptx.pt", f"--seed={1337 + seed}"], True))
         models += f",ppo_ptx={out}/ppo_ptx.pt"
         logs += f",{out}/ppo_ptx_log.jsonl"
+    models += f",dpo={out}/dpo.pt"
     plan.append(("evaluate", py + ["evaluate.py", f"--models={models}", f"--prompts={out}/eval_prompts.jsonl",
                                    f"--rm={out}/rm.pt", "--probes=", "--fewshot=", f"--heldout_corpus={held}",
                                    f"--ppo_logs={logs}",

@@ -9,6 +9,7 @@ model given a few-shot Q&A page).
     rm, ckpt = load_reward_model("out/rm.pt", device)
     scores = rm.score(*rm_batch(tok, prompts, texts, device))  # (B,): ScalarModel.score
     scores = score_texts(rm, tok, prompts, texts, device)  # the same for any number, 64 at a time
+    logps, n_tokens = logprob_texts(model, tok, prompts, texts, device)  # (N,) log pi(answer | prompt)
 """
 import os
 
@@ -16,7 +17,7 @@ import torch
 
 from common import autocast, die, load_checkpoint
 from data.world import QA_A, QA_Q
-from model import GPT, generate, model_from_checkpoint, right_pad
+from model import GPT, generate, left_pad, model_from_checkpoint, response_logprobs, right_pad
 from tokenizer import Tokenizer, decode_response, render
 
 
@@ -63,6 +64,30 @@ def rm_batch(tok, prompts, responses, device):
     return ids, attn, response_mask
 
 
+def pair_batch(tok, prompts, responses, device):
+    """
+    Render (prompt, response) pairs in a PPO rollout's layout -> (tokens (B, P + R), attn_mask
+    (B, P + R), P, response_mask (B, R)): each prompt (through <|assistant|>) left-padded to
+    P, its answer and closing EOT right-padded to R after it. model.response_logprobs then
+    reads every answer token's log-prob from the last R + 1 positions' logits alone (DPO, and
+    evaluate.py's KL): the LM head never runs on the prompts.
+    """
+    seqs = [render(tok, p, r) for p, r in zip(prompts, responses)]
+    cut = [m.index(1) for _, m in seqs]  # render's loss mask is 1 from the answer's first token on
+    prompt, prompt_attn = left_pad([s[:k] for (s, _), k in zip(seqs, cut)], tok.pad_id, device)  # (B, P)
+    answers = [s[k:] for (s, _), k in zip(seqs, cut)]
+    response = right_pad(answers, tok.pad_id, device)  # (B, R)
+    response_mask = right_pad([[1] * len(a) for a in answers], 0, device)  # (B, R)
+    return torch.cat([prompt, response], 1), torch.cat([prompt_attn, response_mask], 1), prompt.size(1), response_mask
+
+
+def ranked_pairs(ranking):
+    """ranking (best first) -> all C(K,2) (winner, loser) index pairs. reward.py and dpo.py
+    both learn from every pair of a ranked prompt.
+    ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
+    return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]
+
+
 @torch.no_grad()
 def score_texts(rm, tok, prompts, responses, device, batch_size=64):
     """The reward model's score of each (prompt, response) pair -> (N,) float, in batches."""
@@ -72,6 +97,21 @@ def score_texts(rm, tok, prompts, responses, device, batch_size=64):
             batch = rm_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
             out.append(rm.score(*batch).float())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def logprob_texts(model, tok, prompts, responses, device, temperature=1.0, batch_size=64):
+    """log pi(response | prompt) of each pair under a policy -> ((N,) sums over the answer's
+    tokens and its closing EOT, (N,) how many tokens that is), in batches (`pair_batch`).
+    Text is re-encoded: an answer sampled as other token ids gets its canonical encoding."""
+    logps, n_tokens = [], []
+    for i in range(0, len(prompts), batch_size):
+        tokens, attn, P, mask = pair_batch(tok, prompts[i : i + batch_size], responses[i : i + batch_size], device)
+        with autocast(device):
+            lp = response_logprobs(model, tokens, attn, P, temperature).float()  # (B, R)
+        logps.append((lp * mask).sum(1))  # (B,): padding after the EOT counts 0
+        n_tokens.append(mask.sum(1))
+    return (torch.cat(logps), torch.cat(n_tokens)) if logps else (torch.zeros(0), torch.zeros(0))
 
 
 @torch.no_grad()

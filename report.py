@@ -12,7 +12,8 @@ import os
 
 # display names of evaluate.model_family's families; also Figure 1's lines, in legend order
 FAMILY_LABEL = {"base": "base (GPT)", "prompted": "prompted base", "sft": "SFT", "ppo": "PPO",
-                "ppo_ptx": "PPO-ptx", "ppo_oracle": "ORACLE: PPO-ptx on the gold judge", "other": "other"}
+                "ppo_ptx": "PPO-ptx", "ppo_oracle": "ORACLE: PPO-ptx on the gold judge", "dpo": "DPO",
+                "other": "other"}
 
 
 def pair_key(a, b):
@@ -94,6 +95,33 @@ def main_table(results):
                      f"win vs {ref} (held-out labelers)", "wins / ties / losses (decisive only)"], rows)
 
 
+def kl_and_dpo_tables(results):
+    """Markdown lines: how far each model moved from the reference (evaluate.kl_to_reference),
+    and, with a DPO model, DPO against PPO and PPO-ptx head to head."""
+    ref, roles, wr, out = results["reference"], results["roles"], results["win_rates"], []
+    kl = {n: m for n, m in results["models"].items() if m.get("kl_ref") is not None}
+    if kl:
+        out += [f"## KL to {ref}", "", f"How far each model moved from `{ref}`: the mean of log pi(y|x) - log "
+                f"pi_{ref}(y|x) over its own answers to the prompts of the training mix, both at the model's "
+                "sampling temperature (k1, the estimator PPO logs per answer on its training prompts at its own "
+                "temperature). PPO holds it down with a per-token penalty in its reward, DPO with the reference "
+                "inside its loss.", ""]
+        rows = [[n, num(m["kl_ref"], ".4f"), num(m["kl_ref_answer"]), num(m["mean_gold"], ".2f"),
+                 pct_ci(wr["train"].get(pair_key(n, ref)))] for n, m in kl.items()]
+        out += [md_table(["model", "KL per token", "KL per answer", "mean gold score",
+                          f"win vs {ref} (training labelers)"], rows), ""]
+    if "dpo" in roles:
+        rows = [[f"{roles['dpo']} vs {roles[f]}", pct_ci(wr["train"].get(pair_key(roles["dpo"], roles[f]))),
+                 pct_ci(wr["heldout"].get(pair_key(roles["dpo"], roles[f])))] for f in ("ppo", "ppo_ptx") if f in roles]
+        out += ["## DPO beside PPO", "", "Both start from the same SFT model and learn from the same comparisons: "
+                "PPO through the reward model and its own samples, DPO (Rafailov et al. 2023) from the labelers' "
+                "pairs directly, with no reward model and no sampling. Head to head, the win rate of the DPO "
+                "model's answer:", ""]
+        out += [md_table(["pair", "training labelers", "held-out labelers"], rows) if rows else
+                "(no PPO model in this evaluation)", ""]
+    return out
+
+
 def render_report(results):
     cfg, ref, models, wr = results["config"], results["reference"], results["models"], results["win_rates"]
     large = results["roles"].get("large_base")
@@ -109,6 +137,7 @@ def render_report(results):
                 for n in models]
         out += [f"Against the largest base model, `{large}`:", "",
                 md_table(["model", "training labelers", "held-out labelers"], rows), ""]
+    out += kl_and_dpo_tables(results)
 
     out += ["## Metadata (paper Figure 4)", "", "Gold judge, prompts from the training mix of categories. "
             "'Ignores constraint' counts only prompts that state one.", ""]

@@ -53,7 +53,7 @@ from common import (autocast, die, get_device, load_checkpoint, log_line, parse_
 from data import DataError, load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
-from policy import load_policy, rm_batch, score_texts
+from policy import load_policy, ranked_pairs, rm_batch, score_texts
 
 
 @dataclass
@@ -80,12 +80,6 @@ class RewardConfig:
     seed: int = 1337
     device: str = "auto"
     resume: bool = False
-
-
-def ranked_pairs(ranking):
-    """ranking (best first) -> all C(K,2) (winner, loser) index pairs.
-    ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
-    return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]
 
 
 def comparison_loss(scores, groups):

@@ -23,7 +23,7 @@ cases = [
  ("ppo.py", "rewards[torch.arange(len(scores)), last] += scores", "rewards[:, -1] += scores", "tests/test_ppo.py", "placement"),
  ("ppo.py", "baseline = (grp.sum(1, keepdim=True) - grp) / (k - 1)", "baseline = grp.mean(1, keepdim=True)", "tests/test_ppo.py", "rloo"),
  ("reward.py", "losses.append(-F.logsigmoid(diff).mean())", "losses.append(-F.logsigmoid(diff).sum())", "tests/test_sft_reward.py", "brute_force"),
- ("reward.py", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a, len(ranking))]", "tests/test_sft_reward.py", "ranked_pairs"),
+ ("policy.py", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a, len(ranking))]", "tests/test_sft_reward.py", "ranked_pairs"),
  ("reward.py", "keep = [i for i, s in enumerate(c[\"sources\"]) if s.startswith(\"sft\")]", "keep = [i for i, s in enumerate(c[\"sources\"]) if not s.startswith(\"demo\")]", "tests/test_sft_reward.py", "sft_pairs_only"),
  ("sft.py", "unseen[render(tok, d[\"prompt\"], d[\"response\"])[0]] = False", "unseen[render(tok, d[\"prompt\"])[0]] = False", "tests/test_sft_reward.py", "unseen"),
  # data parallel: the exact global mean, the whole batch's sampling noise, whitening over all ranks
@@ -33,6 +33,11 @@ cases = [
  # PPO's policy lr ramp, and the sampler check that must only measure
  ("ppo.py", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"]) * min(1.0, g[\"policy_steps\"] / cfg.lr_warmup)", "g[\"lr\"] = g.setdefault(\"sched_lr\", g[\"lr\"])", "tests/test_ppo.py", "lr_warmup"),
  ("ppo.py", "            if cfg.recompute_logprobs:", "            if cfg.recompute_logprobs or check_sampler:", "tests/test_ppo.py", "checking_the_sampler"),
+ # DPO: the reference inside the loss, its sign, the per-prompt mean, where the answer starts
+ ("dpo.py", "rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)  # (N,)", "rejected_rewards = beta * policy_rejected_logps  # (N,)", "tests/test_dpo.py", "dpo_loss"),
+ ("dpo.py", "losses = -F.logsigmoid(chosen_rewards - rejected_rewards)  # (N,)", "losses = -F.logsigmoid(rejected_rewards - chosen_rewards)  # (N,)", "tests/test_dpo.py", "dpo_loss"),
+ ("dpo.py", "weights += [1.0 / (len(pr) * len(groups))] * len(pr)", "weights += [1.0 / len(groups)] * len(pr)", "tests/test_dpo.py", "brute_force"),
+ ("policy.py", "cut = [m.index(1) for _, m in seqs]", "cut = [m.index(1) + 1 for _, m in seqs]", "tests/test_dpo.py", "pair_batch"),
  # the world's difficulty knob must reach the demonstrations
  ("data/world.py", "T.write_demo(rec, lab, drng, ix, boost=demo_flaws)", "T.write_demo(rec, lab, drng, ix)", "tests/test_world.py", "demo_flaws"),
  # World v2's rubric: a broken explicit constraint is a major failure; its demonstrators share documented rates

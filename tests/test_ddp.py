@@ -1,4 +1,4 @@
-"""Data parallel (ddp.py): sft.py, reward.py and ppo.py under torchrun with 2 CPU processes
+"""Data parallel (ddp.py): sft.py, reward.py, ppo.py and dpo.py under torchrun with 2 CPU processes
 (gloo) end with the same weights as one process -- and as one process with --grad_accum=2.
 
 Why they can match exactly (to float rounding): every rank reads the same seeded batch order
@@ -8,50 +8,12 @@ the whole batch's mean; PPO's rollouts draw the uniforms of the whole batch (mod
 design), and PPO uses one minibatch per epoch (with several, each rank shuffles its own rows:
 the same distribution, not the same minibatches).
 """
-import json
-import os
-import random
 import subprocess
 import sys
-from dataclasses import asdict
 
-import pytest
 import torch
 
-from model import GPT, GPTConfig
-from tokenizer import Tokenizer, train_bpe
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-WORDS = "red blue green cat dog sun moon tree river stone paris rome one two three yes no".split()
-
-
-def run(script, args, nproc=1):
-    launcher = [sys.executable] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    r = subprocess.run(launcher + [script, "--device=cpu"] + args, cwd=ROOT, env=ENV, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r.stdout
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A random tiny base model in our checkpoint format, demonstrations, comparisons, prompts."""
-    d = tmp_path_factory.mktemp("ddp")
-    rng = random.Random(0)
-    sent = lambda n: " ".join(rng.choice(WORDS) for _ in range(n))  # noqa: E731
-    tok = Tokenizer(train_bpe(" ".join(sent(200) for _ in range(5)), 300))
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    torch.save(dict(stage="pretrain", model=GPT(cfg).state_dict(), model_config=asdict(cfg), tokenizer=tok.to_dict(),
-                    config={}), d / "base.pt")
-    lines = lambda name, recs: (d / name).write_text("".join(json.dumps(r) + "\n" for r in recs))  # noqa: E731
-    lines("demos.jsonl", [{"prompt": sent(4), "response": sent(rng.randint(1, 6))} for _ in range(35)])  # 32 train: 4 steps of 8
-    lines("comps.jsonl", [{"prompt": sent(4), "responses": [sent(2), sent(3), sent(4)],
-                           "ranking": rng.sample(range(3), 3)} for _ in range(20)])
-    lines("prompts.jsonl", [{"prompt": sent(4)} for _ in range(12)])
-    return d
+from conftest import ENV, ROOT, run  # and the `files` fixture: a tiny base model, demonstrations, comparisons
 
 
 def weights(path, key="model"):
@@ -102,6 +64,25 @@ def test_two_processes_and_grad_accum_match_one_process(files):
         for a, b in zip(one["history"], other["history"]):  # the same rollouts: same scores and KL
             assert abs(a["rm_score"] - b["rm_score"]) < 1e-4 and abs(a["kl"] - b["kl"]) < 1e-4, (tag, a, b)
     assert (one["model"]["lm_head.weight"] - weights(f"{d}/one_sft.pt")["lm_head.weight"]).abs().max() > 1e-4
+
+
+def test_dpo_two_processes_and_grad_accum_match_one_process(files):
+    """dpo.py shards its batches of ranked prompts like reward.py: 2 ranks and --grad_accum=2
+    end with the one-process weights, after every step (20 prompts, 4 per step: 5 steps)."""
+    d = files
+    args = [f"--policy={d}/base.pt", f"--data={d}/comps.jsonl", f"--val={d}/comps.jsonl", "--batch_size=4",
+            "--warmup_steps=1", "--lr=3e-3", "--n_samples=1", "--max_new_tokens=4", "--log_interval=2"]
+    for tag, nproc, extra in (("one", 1, []), ("two", 2, []), ("accum", 1, ["--grad_accum=2"])):
+        log = run("dpo.py", args + extra + [f"--out={d}/{tag}_dpo.pt"], nproc)
+        assert "step 5/5" in log
+    one = torch.load(f"{d}/one_dpo.pt", weights_only=True)
+    assert one["step"] == 5 and one["stage"] == "dpo"
+    assert (one["model"]["lm_head.weight"] - weights(f"{d}/base.pt")["lm_head.weight"]).abs().max() > 1e-3  # it trained
+    for tag in ("two", "accum"):
+        other = torch.load(f"{d}/{tag}_dpo.pt", weights_only=True)
+        assert_same(one["model"], other["model"], f"DPO policy: {tag} vs one")
+        for a, b in zip(one["history"], other["history"]):  # the logged means add up over ranks and micro-batches
+            assert abs(a.get("loss", 0) - b.get("loss", 0)) < 1e-5 and a.get("acc") == b.get("acc"), (tag, a, b)
 
 
 def test_batch_too_small_for_the_ranks_is_a_clear_error(files):

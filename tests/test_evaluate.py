@@ -244,6 +244,7 @@ def test_assign_roles_picks_largest_base():
     assert E.model_family("prompted_x", {"stage": "pretrain"}) == "prompted"
     assert E.model_family("a", {"stage": "ppo", "config": {"ptx_coef": 1.0}}) == "ppo_ptx"
     assert E.model_family("a", {"stage": "ppo", "config": {"ptx_coef": 0.0}}) == "ppo"
+    assert E.model_family("a", {"stage": "dpo"}) == "dpo" and E.model_family("dpo_b05", {"stage": "?"}) == "dpo"
 
 
 # --- few-shot fitting, PPO logs -----------------------------------------------------------

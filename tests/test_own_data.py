@@ -137,11 +137,11 @@ def test_pipeline_gpt2_preset_on_converted_public_data(tmp_path):
                         f"--ptx_data={tmp_path}/text.txt", f"--heldout={tmp_path}/text.txt", f"--out={out}"],
                        cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    for stage in ("split", "sft", "reward", "ppo", "ppo_ptx", "evaluate"):
+    for stage in ("split", "sft", "reward", "dpo", "ppo", "ppo_ptx", "evaluate"):
         assert f"=== {stage}:" in r.stdout
     assert "no gold score is logged" in r.stdout and "gold" not in (out / "ppo_log.jsonl").read_text()
     results = json.loads((out / "results.json").read_text())
-    assert results["judge"] == "reward_model" and set(results["models"]) == {"base", "sft", "sft_best_of_4", "ppo", "ppo_ptx"}
+    assert results["judge"] == "reward_model" and set(results["models"]) == {"base", "sft", "sft_best_of_4", "ppo", "ppo_ptx", "dpo"}
     for m in results["models"].values():
         assert math.isfinite(m["rm_score"]) and math.isfinite(m["heldout_loss"])
     report = (out / "report.md").read_text()

@@ -31,14 +31,14 @@ def quick(tmp_path_factory):
 def test_every_stage_produced_its_artefact(quick):
     out, log = quick
     for f in ["world/world.json", "world/sft.jsonl", "tokenizer.tiktoken", "base.pt", "base_large.pt", "sft.pt",
-              "comparisons.jsonl", "comparisons_val.jsonl", "comparisons_val_heldout.jsonl", "rm.pt", "ppo.pt",
+              "comparisons.jsonl", "comparisons_val.jsonl", "comparisons_val_heldout.jsonl", "rm.pt", "dpo.pt", "ppo.pt",
               "ppo_ptx.pt", "ppo_beta0.pt", "ppo_oracle.pt", "ppo_log.jsonl", "report.md", "results.json"]:
         assert os.path.exists(os.path.join(out, f)), f
-    for stage in ["world", "tokenizer", "base", "base_large", "sft", "collect", "reward", "ppo", "ppo_ptx",
+    for stage in ["world", "tokenizer", "base", "base_large", "sft", "collect", "reward", "dpo", "ppo", "ppo_ptx",
                   "ppo_beta0", "ppo_oracle", "evaluate"]:
         assert f"=== {stage}:" in log
     # every checkpoint loads without running code, and carries its configs
-    for f in ["base.pt", "sft.pt", "rm.pt", "ppo_ptx.pt"]:
+    for f in ["base.pt", "sft.pt", "rm.pt", "ppo_ptx.pt", "dpo.pt"]:
         ck = torch.load(os.path.join(out, f), map_location="cpu", weights_only=True)
         assert "model" in ck and "model_config" in ck and "config" in ck
 
@@ -83,7 +83,9 @@ def test_report_contains_every_table(quick):
                     "over-optimisation", "paper"]:
         assert section in report, section
     results = json.load(open(os.path.join(out, "results.json")))
-    assert {"base", "sft", "sft_greedy", "ppo", "ppo_ptx", "base_large"} <= set(results["models"])
+    assert {"base", "sft", "sft_greedy", "ppo", "ppo_ptx", "base_large", "dpo", "ppo_oracle"} <= set(results["models"])
+    assert results["models"]["dpo"]["family"] == "dpo" and results["models"]["sft"]["kl_ref"] == 0.0
+    assert "## DPO beside PPO" in open(os.path.join(out, "report.md")).read()
     assert len(results["claims"]) == 17 and all(c["measured"] for c in results["claims"])
 
 
@@ -91,7 +93,7 @@ def test_finished_stages_are_not_redone(quick):
     out, _ = quick
     r = run(["pipeline.py", "--quick", f"--out={out}"])
     assert r.returncode == 0
-    assert r.stdout.count("done earlier, skipping") == 11
+    assert r.stdout.count("done earlier, skipping") == 13
 
 
 def test_ppo_resume_continues(quick, tmp_path):

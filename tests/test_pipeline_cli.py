@@ -14,7 +14,7 @@ def plan_args(seed):
 def test_seed_changes_the_world_and_every_training_seed():
     p0, p2 = plan_args(0), plan_args(2)
     assert "--seed=0" in p0["world"] and "--seed=2" in p2["world"]
-    for name in ("base", "base_large", "sft", "collect", "reward", "ppo", "ppo_ptx", "ppo_beta0", "evaluate"):
+    for name in ("base", "base_large", "sft", "collect", "reward", "dpo", "ppo", "ppo_ptx", "ppo_beta0", "evaluate"):
         assert "--seed=1337" in p0[name] and "--seed=1339" in p2[name], name
     assert not any(a.startswith("--seed") for a in p2["tokenizer"])
 
@@ -30,7 +30,7 @@ def run_main(monkeypatch, tmp_path, argv):
 def test_redo_reruns_the_stage_and_what_follows_from_scratch(monkeypatch, tmp_path, capsys):
     out = str(tmp_path / "o")
     _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}"])
-    assert len(calls) == 12 and all("--resume=True" in c for c in calls if c[1] in ("sft.py", "reward.py"))
+    assert len(calls) == 13 and all("--resume=True" in c for c in calls if c[1] in ("sft.py", "reward.py", "dpo.py"))
     _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}"])
     assert calls == []  # everything is done
     _, calls = run_main(monkeypatch, tmp_path, [f"--out={out}", "--redo=ppo_beta0"])
@@ -76,9 +76,10 @@ def test_every_stage_reads_its_own_world():
     config field whose DEFAULT points into data/world/ must be set on the command line."""
     from dataclasses import fields
 
-    import collect, evaluate, ppo, pretrain, reward, sft  # noqa: E401
+    import collect, dpo, evaluate, ppo, pretrain, reward, sft  # noqa: E401
     configs = {"pretrain.py": pretrain.PretrainConfig, "sft.py": sft.SFTConfig, "collect.py": collect.CollectConfig,
-               "reward.py": reward.RewardConfig, "ppo.py": ppo.PPOConfig, "evaluate.py": evaluate.EvalConfig}
+               "reward.py": reward.RewardConfig, "dpo.py": dpo.DPOConfig, "ppo.py": ppo.PPOConfig,
+               "evaluate.py": evaluate.EvalConfig}
     for name, cmd, _ in pipeline.stages("out/x", "out/x/world", 3):
         assert not any("data/world" in a for a in cmd), name
         if cmd[1] not in configs:

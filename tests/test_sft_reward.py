@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig, ScalarModel, left_pad
-from reward import comparison_loss, pairwise_loss, ranked_pairs
-from policy import rm_batch
+from reward import comparison_loss, pairwise_loss
+from policy import ranked_pairs, rm_batch
 from sft import sft_batch
 from tokenizer import Tokenizer, render, train_bpe
 
