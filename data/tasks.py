@@ -27,25 +27,29 @@ CATEGORY_WEIGHTS = {"generation": 0.16, "open_qa": 0.16, "brainstorming": 0.10, 
                     "closed_qa": 0.13, "extraction": 0.08}
 
 # What each world asks and how its demonstrators err (data/README.md, "Two worlds").
-# v2 keeps the categories whose facts a small model knows or reads in the prompt (no
-# extraction or summarisation of look-alike names, brainstorming without entities), puts
+# v2 keeps the categories whose content a small model knows or reads in the prompt, so
+# that even with a perfect reward (the ORACLE run) what is left to fix is behaviour: no
+# extraction or summarisation of look-alike names, no rewrites (copying a text while
+# changing its grammar was beyond a 1M-parameter model even for the oracle), lists of at
+# most three items and no entities in brainstorming (a longer count was), and it puts
 # an explicit constraint on most prompts and a trap (an unknown person, a false premise,
 # a text that does not say, a request to be rude) on many, and gives every demonstrator
 # the same documented behaviour flaws: the paper's labelers write worse answers than they
 # can judge. "facts" is World v1 exactly (each labeler's own `quirks` in data/labelers.py).
 PROFILES = {
     "v2": dict(
-        categories={"generation": 0.18, "open_qa": 0.20, "closed_qa": 0.18, "chat": 0.12,
-                    "rewrite": 0.10, "classification": 0.12, "brainstorming": 0.10},
+        categories={"generation": 0.20, "open_qa": 0.22, "closed_qa": 0.20, "chat": 0.14,
+                    "classification": 0.12, "brainstorming": 0.12},
         p_constraint=0.85, tone={"none": 0.55, "respectful": 0.25, "rude": 0.20},
-        p_unknown=0.25, p_false_premise=0.25, p_unanswerable=0.5, brainstorm_entities=False,
+        p_unknown=0.25, p_false_premise=0.25, p_unanswerable=0.5, brainstorm_entities=False, list_max=3,
         candidate_boost=1.0,  # SFT-sample-like candidates: the demonstrators' own rates (labeler calibration)
         # the chance a demonstrator makes each mistake where it can (p_sure: a "Sure! " opener)
         demo_flaws=dict(violate=0.3, miss_unknown=0.45, accept_premise=0.45, rude_comply=0.6,
                         verbose=0.3, sure=0.2, wrong_fact=0.02, sloppy=0.03)),
     "facts": dict(
         categories=CATEGORY_WEIGHTS, p_constraint=0.55, tone={"none": 0.72, "respectful": 0.22, "rude": 0.06},
-        p_unknown=0.1, p_false_premise=0.1, p_unanswerable=0.3, brainstorm_entities=True, candidate_boost=2.5,
+        p_unknown=0.1, p_false_premise=0.1, p_unanswerable=0.3, brainstorm_entities=True, list_max=5,
+        candidate_boost=2.5,
         demo_flaws=None),
 }
 
@@ -503,7 +507,7 @@ def make_brainstorming(ix, rng):
     r = rng.random() * (1.0 if PROFILES[ix.world]["brainstorm_entities"] else 0.45)  # v2: kinds and ideas only
     if r < 0.3:
         kind = rng.choice(sorted(K.VALUE_TYPES))
-        n = rng.randint(2, 5)
+        n = rng.randint(2, PROFILES[ix.world]["list_max"])
         items = rng.sample(K.VALUE_TYPES[kind], n)
         kw = dict(N=K.NUMBER_WORDS[n], k=KIND_PLURAL[kind])
         refs = [fmt(a, items=join_list(items), Items=cap_first(join_list(items)), **kw) for a in KIND_A]
@@ -511,7 +515,7 @@ def make_brainstorming(ix, rng):
         meta = dict(task="kinds", n=n, valid=list(K.VALUE_TYPES[kind]))
         return fmt(rng.choice(KIND_Q), t="{t}", **kw), meta, refs, []
     if r < 0.45:
-        n = rng.randint(2, 4)
+        n = rng.randint(2, min(4, PROFILES[ix.world]["list_max"]))
         items = rng.sample(K.ACTIVITIES, n)
         kw = dict(N=K.NUMBER_WORDS[n])
         refs = [fmt(RAINY_A[0], items=join_list(items, "or"), **kw), fmt(RAINY_A[1], items=join_list(items), **kw)]

@@ -45,7 +45,7 @@ FILES = ["kb.json", "corpus_train.txt", "corpus_heldout.txt", "sft.jsonl", "rm_p
          "ppo_prompts.jsonl", "eval_prompts.jsonl", "probes.jsonl", "labelers.json",
          "fewshot.txt", "world.json"]
 # prompt counts at scale=1.0 (eval: in-distribution; plus held-out category and lang2).
-# v2's 420 eval prompts are 60 per category: enough traps (unknown people, false premises,
+# v2's 420 eval prompts are 70 per category: enough traps (unknown people, false premises,
 # texts that do not say) and tone requests for the truthfulness and toxicity rows to mean
 # something. Half the facts need half the text to be seen as often.
 SIZES = {"v2": {"sft": 3000, "rm": 1500, "ppo": 1500, "eval": 420, "heldout_category": 60, "lang2": 70},
