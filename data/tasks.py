@@ -43,7 +43,7 @@ PROFILES = {
         p_constraint=0.85, tone={"none": 0.55, "respectful": 0.25, "rude": 0.20},
         p_unknown=0.25, p_false_premise=0.25, p_unanswerable=0.5, brainstorm_entities=False, list_max=3,
         candidate_boost=1.0,  # SFT-sample-like candidates: the demonstrators' own rates (labeler calibration)
-        # the chance a demonstrator makes each mistake where it can (p_sure: a "Sure! " opener)
+        # the chance a demonstrator makes each mistake where it can (sure: a "Sure! " opener)
         demo_flaws=dict(violate=0.3, miss_unknown=0.45, accept_premise=0.45, rude_comply=0.6,
                         verbose=0.3, sure=0.2, wrong_fact=0.02, sloppy=0.03)),
     "facts": dict(
