@@ -381,8 +381,16 @@ def _fig_overoptimization(plt, results, out_dir):
             if pts:  # points, not a line: KL is not monotone in the iteration
                 ax.plot(*zip(*pts), "o", ms=3.5, alpha=0.6, color=f"C{k + 4}",
                         label=os.path.basename(path).replace("_log.jsonl", ""))
-        ax.set(xlabel="KL(policy || SFT) per response, nats", ylabel="gold score (1-7)", title="gold vs KL")
-        ax.legend(fontsize=8, frameon=False)
+        # the evaluated models too, DPO among them (it has no rollouts to log): their mean gold at the
+        # evaluation temperature against the KL of their own evaluation answers (evaluate.kl_to_reference)
+        evals = [(n, m) for n, m in results.get("models", {}).items()
+                 if _finite(m.get("kl_ref_answer")) and _finite(m.get("mean_gold")) and m.get("family") != "base"]
+        for j, (name, m) in enumerate(evals):
+            ax.plot(m["kl_ref_answer"], m["mean_gold"], "*", ms=12, color=f"C{j}", markeredgecolor="k",
+                    label=f"{name} (evaluation)")
+        ax.set(xlabel="KL(policy || SFT) per response, nats", ylabel="gold score (1-7)",
+               title="gold vs KL (dots: PPO rollouts, T = 1; stars: evaluation)")
+        ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Reward over-optimisation: what PPO optimises (RM) vs what we want (gold), means of 5 iterations",
                  fontsize=11)
     return _save(fig, out_dir, "overoptimization.png")
