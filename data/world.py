@@ -1,7 +1,7 @@
 """The seeded synthetic instruction world: knowledge base, pretraining corpus, prompts,
 simulated demonstrations, fact probes and labelers, written as plain files.
 
-    python -m data.world build --out=data/world --seed=0 --scale=1.0   # ~4 MB corpus, ~1 s
+    python -m data.world build --out=data/world --seed=0 --scale=1.0   # World v2: ~2 MB corpus, ~1 s
     python -m data.world build --out=/tmp/w --scale=0.05               # tiny, for tests (~0.2 s)
     python -m data.world build --out=/tmp/w25 --rm_scale=2.5           # 2.5x the comparison prompts, the rest
                                                                        # (SFT data, corpus, eval prompts) unchanged
