@@ -36,8 +36,9 @@ from data.lang import is_lang2_word, to_english
 # the quality by (gold: 0.4 / 0.2 / 0.5). constraint: the share of "helpful" a broken
 # explicit constraint takes away (gold 0.6). These three are the paper's major failures
 # (Figure 4: a fabricated fact, an ignored explicit constraint, inappropriate language),
-# so every labeler weighs them heavily, each a little differently. length_pref: score units per 10 words beyond the longest
-# reference (this labeler likes or dislikes verbosity; gold 0). polite_pref: bonus for
+# so every labeler weighs them heavily, each a little differently. length_pref: score
+# units per 10 words beyond the longest reference (this labeler likes or dislikes
+# verbosity; gold 0). polite_pref: bonus for
 # polite words (gold 0). rude_ok: rewards complying with a request to be rude (rude
 # phrases only, never insults). quirks: probabilities of flaws in the demonstrations
 # this labeler writes (see data/tasks.py write_demo).
@@ -450,13 +451,12 @@ def n_fillers(norm):
     return sum(1 for f in _FILLERS if f" {f} " in f" {norm} ")
 
 
-def _form_penalty(text, ws, norm, gold_words, wrong_language):
+def _form_penalty(text, ws, norm, gold_words, wrong_language, n_fill):
     """What "helpful" loses for form: words beyond max(20, 1.5 x longest reference + 6),
     filler phrases, repeated trigrams, no final .!? (truncated), English for lang2."""
     soft = max(20, 1.5 * gold_words + 6)
     tris = [tuple(norm.split()[i:i + 3]) for i in range(max(0, len(ws) - 2))]
     rep = 1 - len(set(tris)) / len(tris) if len(tris) >= 4 else 0.0
-    n_fill = n_fillers(norm)
     stripped = text.rstrip()
     return (min(0.3, 0.015 * max(0, len(ws) - soft))
             + 0.1 * n_fill
@@ -521,8 +521,9 @@ def assess(rec, response, ix=None):
     a["constraint_ok"] = None if not cons else all(check_constraint(c, text) for c in cons)
     a.update(did_task=bool(did), q=float(v["q"]), correct=correct, says_unknown=v["says_unknown"],
              hedge=v["hedge"], hallucinated=bool(bad) or v["hallucinated"], n_bad=len(bad))
-    a["penalty"] = _form_penalty(text, ws, norm, a["gold_words"], wrong_language)
-    a["filler"] = n_fillers(norm) > 0
+    n_fill = n_fillers(norm)
+    a["penalty"] = _form_penalty(text, ws, norm, a["gold_words"], wrong_language, n_fill)
+    a["filler"] = n_fill > 0
     return a
 
 

@@ -202,3 +202,18 @@ def test_likelihood_term_of_the_reward_by_hand_and_under_any_padding(tok):
             assert abs(right[i] - want) < 1e-4 and abs(left[i] - want) < 1e-4
     with pytest.raises(ValueError):
         rm.score(ids, attn)  # a likelihood term needs to know which tokens are the response
+
+
+def test_ranking_agreement_by_hand():
+    """Two labelers' rankings of the same responses: the share of the first one's C(K,2) pairs
+    the second orders the same way; comparisons without a second ranking are skipped."""
+    from reward import ranking_agreement
+    same = {"ranking": [2, 0, 1], "second_ranking": [2, 0, 1]}
+    flipped = {"ranking": [0, 1], "second_ranking": [1, 0]}
+    one_swap = {"ranking": [0, 1, 2], "second_ranking": [0, 2, 1]}  # (0,1) (0,2) agree, (1,2) does not
+    assert ranking_agreement([same]) == (1.0, 3)
+    assert ranking_agreement([flipped]) == (0.0, 1)
+    assert ranking_agreement([one_swap, {"ranking": [1, 0]}]) == (2 / 3, 3)
+    assert ranking_agreement([same, flipped, one_swap]) == (5 / 7, 7)
+    agree, n = ranking_agreement([{"ranking": [0, 1]}])
+    assert n == 0 and agree != agree  # nan: nothing to measure
