@@ -1,9 +1,11 @@
 """
 Plumbing every stage shares, kept in one place so the stage files stay about RLHF:
 
-- `parse_config`: a dataclass of defaults + `--key=value` overrides + optional preset files
+- `parse_config`: a dataclass of defaults + `--key=value` overrides (every stage and pipeline.py)
 - `get_device` / `autocast`: cuda > mps > cpu, and the one place precision is decided
-- `save_checkpoint` / `load_checkpoint`: atomic writes, `weights_only=True` reads
+- `lr_at`: the learning-rate schedule of every stage, a pure function of the step
+- `save_checkpoint` / `load_checkpoint` / `resume`: atomic writes, `weights_only=True` reads,
+  and picking up an interrupted run where it stopped
 - `die`: a user mistake ends with one clear line and a non-zero exit, not a traceback
 - `log_line`: the one fixed-format line per logging step
 
@@ -13,10 +15,12 @@ Nothing here knows about GPTs or RL.
 import ast
 import dataclasses
 import inspect
+import math
 import os
 import random
 import re
 import sys
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -30,7 +34,7 @@ def die(msg, code=1):
 
 
 # -----------------------------------------------------------------------------
-# config: `python sft.py [preset.txt ...] [--key=value ...]`
+# config: `python sft.py [--key=value ...]`
 
 
 def _field_comments(cls):
@@ -47,7 +51,7 @@ def _field_comments(cls):
     return out
 
 
-def _coerce(key, raw, default, where):
+def _coerce(key, raw, default):
     """Turn the string `raw` into a value of the same type as `default`, or die (exit 2)."""
     want = type(default)
     try:
@@ -64,60 +68,44 @@ def _coerce(key, raw, default, where):
     elif want is str and not isinstance(val, str):
         val = raw  # --out=123 is the string "123"
     if default is not None and type(val) is not want:
-        die(f"{where}: '{key}' expects {want.__name__} (default {default!r}), got {raw!r}", 2)
+        die(f"'--{key}' expects {want.__name__} (default {default!r}), got {raw!r}", 2)
     return val
 
 
 def parse_config(cfg, argv=None):
     """
-    Apply overrides to the dataclass instance `cfg` (in place) and return it.
-
-    argv items are either `--key=value` or a path to a preset file whose lines are
-    `key = value` (`#` starts a comment). Values are Python literals checked against the
-    type of the default; a bare word is a string. Later items win. Unknown keys, wrong
-    types and missing files exit with status 2 and a one-line message naming the key.
+    Apply `--key=value` overrides to the dataclass instance `cfg` (in place) and return it.
+    Values are Python literals checked against the type of the default; a bare word is a
+    string; a bare `--flag` sets a boolean to True. Later items win. Unknown keys and wrong
+    types exit with status 2 and a one-line message naming the key; --help lists the keys
+    with their defaults and comments.
 
         >>> cfg = parse_config(SFTConfig(), ["--epochs=2", "--lr=3e-4"])
-        >>> cfg = parse_config(SFTConfig(), ["my_overrides.txt", "--lr=3e-4"])  # key = value lines, then one more
+
+    Presets are data, not code: pipeline.py keeps each recipe's overrides, per stage, in
+    presets/*.json and passes them on as --key=value arguments.
     """
     argv = sys.argv[1:] if argv is None else argv
     fields = {f.name: f for f in dataclasses.fields(cfg)}
-
-    def apply(key, raw, where):
-        if key not in fields:
-            close = [k for k in fields if k.startswith(key[:3])]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            die(f"{where}: unknown config key '{key}'{hint}; see --help", 2)
-        setattr(cfg, key, _coerce(key, raw, getattr(cfg, key), where))
-
     for arg in argv:
         if arg in ("-h", "--help"):
             comments = _field_comments(type(cfg))
-            print(f"options for {type(cfg).__name__} (--key=value, or a preset file of key = value lines):")
+            print(f"options for {type(cfg).__name__} (--key=value):")
             for k in fields:
                 print(f"  {f'--{k}={getattr(cfg, k)!r}':<44} {comments.get(k, '')}")
             sys.exit(0)
-        if arg.startswith("--"):
-            if "=" not in arg:
-                die(f"argument '{arg}': expected --key=value", 2)
-            key, raw = arg[2:].split("=", 1)
-            apply(key, raw, "command line")
-        else:
-            if not os.path.isfile(arg):
-                die(f"preset file '{arg}' not found (arguments are --key=value or a preset file)", 2)
-            try:
-                with open(arg, encoding="utf-8") as f:
-                    text = f.read()
-            except UnicodeDecodeError:
-                die(f"preset file '{arg}' is not UTF-8 text (expected lines of key = value; options are --key=value)", 2)
-            for lineno, line in enumerate(text.splitlines(), 1):
-                line = line.split("#", 1)[0].strip()
-                if not line:
-                    continue
-                if "=" not in line:
-                    die(f"{arg}:{lineno}: expected 'key = value', got {line!r}", 2)
-                key, raw = (s.strip() for s in line.split("=", 1))
-                apply(key, raw, f"{arg}:{lineno}")
+        if not arg.startswith("--"):
+            die(f"unexpected argument '{arg}': options are --key=value (see --help)", 2)
+        key, raw = arg[2:].split("=", 1) if "=" in arg else (arg[2:], None)
+        if key not in fields:
+            close = [k for k in fields if k.startswith(key[:3])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            die(f"unknown option '--{key}'{hint}; see --help", 2)
+        if raw is None:
+            if type(getattr(cfg, key)) is not bool:
+                die(f"argument '{arg}': expected --{key}=value", 2)
+            raw = "True"  # --quick means --quick=True
+        setattr(cfg, key, _coerce(key, raw, getattr(cfg, key)))
     return cfg
 
 
@@ -155,6 +143,14 @@ def precision_name(device):
     return "bf16 autocast" if device.startswith("cuda") else "fp32"
 
 
+def clock(device):
+    """time.perf_counter(), after waiting for the GPU's queued kernels (else their time lands
+    in whatever is timed next)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -181,6 +177,29 @@ def set_rng_state(st):
 
 
 # -----------------------------------------------------------------------------
+# the learning-rate schedule
+
+
+def lr_at(step, total, peak, warmup=0, floor=None):
+    """
+    The learning rate of optimizer step `step` (from 0) of `total`: a linear ramp to `peak`
+    over the first `warmup` steps, then
+      floor=None: the lower of that ramp and a linear decay to 0 at `total` (Ziegler et al.;
+                  the RM, DPO and PPO), or
+      floor=x:    a cosine decay from `peak` to x at `total` (nanoGPT; pretraining, SFT).
+
+        lr_at(0, 10, 1.0, warmup=2) -> 0.5;  lr_at(5, 10, 1.0) -> 0.5;  lr_at(10, 10, 1.0, floor=0.1) -> 0.1
+    """
+    ramp = (step + 1) / warmup if step < warmup else 1.0
+    if floor is None:
+        return peak * min(ramp, 1 - step / total)
+    if step < warmup:
+        return peak * ramp
+    frac = (step - warmup) / max(1, total - warmup)
+    return floor + 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * (peak - floor)
+
+
+# -----------------------------------------------------------------------------
 # checkpoints: one dict per stage, written atomically, read without running code
 
 
@@ -200,6 +219,28 @@ def load_checkpoint(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle errors, truncated files, foreign objects
         die(f"checkpoint '{path}' could not be loaded safely: {type(e).__name__}: {str(e).splitlines()[0]}")
+
+
+def resume(path, stage, device, model=None, optimizer=None):
+    """
+    Continue an interrupted run: if `path` exists, load it (it must be a `stage` checkpoint),
+    put its weights into `model`, its state into `optimizer` and its RNG streams back in
+    place, and return the dict (the stage reads its own counters from it); else None.
+    Stages write this file after every epoch, interval or iteration, so --resume=True
+    loses at most that much work.
+    """
+    if not os.path.isfile(path):
+        return None
+    ck = load_checkpoint(path, device)
+    if ck.get("stage") != stage:
+        die(f"{path} is a '{ck.get('stage')}' checkpoint, not a '{stage}' one: cannot resume from it")
+    if model is not None:
+        model.load_state_dict(ck["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"])
+    print(f"resumed from {path}")
+    return ck
 
 
 def log_line(step, total, **metrics):

@@ -16,6 +16,15 @@ through the environment. Every copy (a "rank"):
 Rank 0 alone writes checkpoints and logs (`is_main`). A per-rank seed (`seed + rank`)
 gives each rank its own dropout masks and pretraining windows.
 
+The stages meet this file at a few named points, each of which does nothing in one process:
+  setup / cleanup / is_main        join and leave; only rank 0 prints and saves
+  shard(batch) -> accumulate(...)  this rank's share of a batch, then its micro-batches, each
+                                   with the weight that makes the loss the batch mean
+  wrap(model)                      DistributedDataParallel (the model itself in one process)
+  all_sum / all_mean               sums and logged means over every rank
+  sampling(...), reseed(...)       PPO's rollouts and resumed runs: the same random numbers
+                                   as one process would draw
+
 The one subtle part is the mean. A loss is a mean over tokens (or pairs), and DDP
 averages the ranks' gradients; the mean of per-rank means is the batch mean only when
 every rank holds as many tokens. `share(n)` is the factor that makes it exact:
@@ -29,11 +38,13 @@ model itself, and nothing here does anything.
 
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from common import seed_everything
 
 
 def world():
@@ -122,14 +133,26 @@ def share(n_local):
     return world() * float(n_local) / max(n_all, 1.0)
 
 
-def wrap(model):
-    """DistributedDataParallel around `model` under torchrun; the model itself otherwise.
-    Its forward must be called through the wrapper (that is how DDP knows a backward
-    follows) exactly once per backward."""
+class _Method(torch.nn.Module):
+    """model.<name> as a module's forward: DDP syncs gradients through forward only."""
+
+    def __init__(self, model, name):
+        super().__init__()
+        self.model, self.name = model, name
+
+    def forward(self, *args):
+        return getattr(self.model, self.name)(*args)
+
+
+def wrap(model, method=None):
+    """DistributedDataParallel around `model` under torchrun; in one process the model itself
+    (or its bound `method`, e.g. wrap(rm, "score") -> rm.score). The training forward must go
+    through what this returns (that is how DDP knows a backward follows), once per backward."""
     if world() == 1:
-        return model
+        return model if method is None else getattr(model, method)
     device = next(model.parameters()).device
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    module = model if method is None else _Method(model, method)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def no_sync(wrapped, sync):
@@ -138,3 +161,58 @@ def no_sync(wrapped, sync):
     if sync or world() == 1:
         return nullcontext()
     return getattr(wrapped, "_orig_mod", wrapped).no_sync()  # under torch.compile: the DDP module inside
+
+
+def accumulate(parts, counts, *wrapped):
+    """
+    Gradient accumulation over this rank's micro-batches `parts`, exact under torchrun.
+    counts[j]: how many items (tokens, prompts) the mean loss of parts[j] averages over.
+    Yields (part, weight, last): multiply the part's mean loss by `weight` before its
+    backward, and the step's gradient is that of the mean over the whole batch, on every
+    rank together. The gradients of the `wrapped` models are exchanged on the last part only.
+    One process, one part: yields (parts[0], 1.0, True).
+    """
+    total = sum(counts)
+    rank_share = share(total)
+    for j, (part, n) in enumerate(zip(parts, counts)):
+        last = j == len(parts) - 1
+        with ExitStack() as stack:
+            for m in wrapped:
+                stack.enter_context(no_sync(m, last))
+            yield part, n / max(1, total) * rank_share, last
+
+
+# PPO's rollouts under torchrun: every rank answers its block of the batch's prompts, and
+# draws the same random numbers as one process answering all of them would
+
+
+def sampling(generator, first, total):
+    """Keyword arguments for model.generate when this rank samples rows first..first + B of a
+    batch of `total` rows: each step draws the uniforms of all `total` rows from the shared
+    generator and keeps its own, and every rank steps until the rows of ALL ranks ended (so
+    all draw the same numbers). One process: {} (generate draws B uniforms per step)."""
+    if world() == 1:
+        return {}
+
+    def uniforms(n, device):
+        return torch.rand(total, 1, device=device, generator=generator)[first : first + n]  # (n, 1)
+
+    def all_done(done):
+        return all_sum(float((~done).sum())) == 0
+
+    return dict(uniforms=uniforms, all_done=all_done)
+
+
+def data_generator(generator):
+    """A CPU generator for drawing data (PPO-ptx's pretraining windows), seeded from the
+    rollout generator's stream (which every rank shares) plus the rank: each rank draws
+    its own windows. One process: seeded from the stream alone."""
+    return torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=generator,
+                                                           device=generator.device)) + rank())
+
+
+def reseed(seed, step):
+    """After --resume under torchrun: the checkpoint holds rank 0's RNG state, so give every
+    rank its own stream again (dropout masks, minibatch order). One process: nothing."""
+    if world() > 1:
+        seed_everything(seed + rank() + 7919 * step)

@@ -29,8 +29,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-import ddp
-
 
 @dataclass
 class GPTConfig:
@@ -463,11 +461,9 @@ def right_pad(seqs, pad_value, device="cpu"):
     return out.to(device)
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None, rows=None):
-    """logits (B, V) -> next token (B,). temperature 0 = greedy. rows = (first, total): these
-    B rows are rows first..first+B of a batch of `total` spread over data-parallel ranks;
-    the uniforms are drawn for all `total` and each rank keeps its own, so with one shared
-    generator every row gets the number it would get in a single process."""
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None, uniforms=None):
+    """logits (B, V) -> next token (B,). temperature 0 = greedy. uniforms(B, device) -> (B, 1):
+    where the random numbers come from (default: torch.rand with `generator`)."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -482,22 +478,17 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     # inverse-CDF sampling: one uniform per row (torch.multinomial draws one per vocab entry)
     cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
-    first, total = rows or (0, cdf.size(0))
-    u = torch.rand(total, 1, device=cdf.device, generator=generator)[first : first + cdf.size(0)]  # (B, 1)
+    if uniforms is None:
+        u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)  # (B, 1)
+    else:
+        u = uniforms(cdf.size(0), cdf.device)  # (B, 1)
     u = u * cdf[:, -1:]  # in [0, total probability)
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.size(-1) - 1)  # first cdf > u
 
 
-def all_ended(done, rows):
-    """done (B,) bool -> has every row ended? With rows (under torchrun): on every rank."""
-    if rows is None:
-        return bool(done.all())
-    return ddp.all_sum(float((~done).sum())) == 0
-
-
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_k=None, top_p=None,
-             generator=None, use_cache=True, rows=None):
+             generator=None, use_cache=True, uniforms=None, all_done=None):
     """
     Sample continuations of a batch of prompts (lists of token ids, any lengths).
     Stops each row at EOS (kept, mask 1) and the whole batch when every row has stopped.
@@ -511,8 +502,9 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
                 distribution before any top-k / top-p truncation (PPO uses neither)
       ended     (B,) bool: emitted EOS before max_new_tokens
     temperature=0 is greedy (logprobs then computed at temperature 1).
-    rows = (first, total) under torchrun (ppo.py): see sample_next; every rank then also
-    keeps stepping until the rows of ALL ranks have ended, so all draw the same uniforms.
+    uniforms: see sample_next; all_done(done) -> bool: may the batch stop (default: every
+    row has ended). A caller whose batch is one block of a larger batch (ppo.py under
+    torchrun, via ddp.sampling) passes both, to draw what the whole batch would draw.
     """
     device = next(model.parameters()).device
     idx, attn_mask = left_pad(prompts, pad_id, device)  # (B, P)
@@ -532,7 +524,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
     logits = logits[:, -1]  # (B, V) predicts the first response token
     for _ in range(max_new_tokens):
         alive = ~done  # (B,) rows that have not emitted EOS yet
-        tok = sample_next(logits, temperature, top_k, top_p, generator, rows)  # (B,)
+        tok = sample_next(logits, temperature, top_k, top_p, generator, uniforms)  # (B,)
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))  # finished rows get padding
         lp = torch.log_softmax(logits.float() / lp_temp, -1).gather(-1, tok[:, None]).squeeze(-1)  # (B,)
         out_tokens.append(tok)
@@ -540,7 +532,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
         out_mask.append(alive)
         attn_mask = torch.cat([attn_mask, alive.long()[:, None]], 1)  # (B, P + t + 1)
         done = done | (tok == eos_id)
-        if all_ended(done, rows):
+        if all_done(done) if all_done else bool(done.all()):
             break
         if use_cache:
             logits, _ = model(tok[:, None], attn_mask=attn_mask, pos=pos_next[:, None], cache=cache)

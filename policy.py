@@ -17,6 +17,7 @@ import torch
 
 from common import autocast, die, load_checkpoint
 from data.world import QA_A, QA_Q
+from data.labelers import judge
 from model import GPT, generate, left_pad, model_from_checkpoint, response_logprobs, right_pad
 from tokenizer import Tokenizer, decode_response, render
 
@@ -52,6 +53,18 @@ def load_reward_model(path, device="cpu"):
         die(f"{path}: expected a reward-model checkpoint (stage 'reward'), got {ckpt.get('stage')!r}")
     model = model_from_checkpoint(ckpt)
     return model.to(device).eval(), ckpt
+
+
+def show_samples(recs, texts, notes=(), k=2, write=print):
+    """Print the first k (prompt record, response) pairs, the way every stage shows a few
+    samples: `[category] 'prompt...'` then `-> 'response' (note, gold 5.50)`. The gold
+    score (the world's prompts only) is for the reader: no stage decides anything by it."""
+    for i, (r, t) in enumerate(list(zip(recs, texts))[:k]):
+        extra = [notes[i]] if i < len(notes) else []
+        if "meta" in r:
+            extra.append(f"gold {judge(r, t)['score']:.2f}")
+        write(f"  [{r.get('category', '-')}] {r['prompt'][:80]!r}\n    -> {t!r}"
+              + (f" ({', '.join(extra)})" if extra else ""))
 
 
 def rm_batch(tok, prompts, responses, device):

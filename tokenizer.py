@@ -475,6 +475,11 @@ def decode_response(tok, ids, mask=None):
     return tok.decode([t for t in keep if t not in (tok.eot_id, tok.pad_id)])
 
 
+def decode_responses(tok, out):
+    """The texts of a batch that model.generate returned (its `response` and `response_mask`)."""
+    return [decode_response(tok, r, m) for r, m in zip(out["response"].tolist(), out["response_mask"].tolist())]
+
+
 # -----------------------------------------------------------------------------
 # CLI: python tokenizer.py --input=path.txt --vocab_size=2048 --out=path.tiktoken
 
