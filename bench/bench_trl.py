@@ -1,5 +1,5 @@
 """
-Time one PPO iteration of ours (ppo.ppo_iteration) against one of TRL's PPOTrainer.
+Time one PPO iteration of ours (ppo.rollout + ppo.advantages + ppo.ppo_update) against one of TRL's PPOTrainer.
 Needs `pip install -r bench/requirements-bench.txt` (trl==1.12.0): a bench-only extra (it brings accelerate
 and datasets, so the tests do not install it), never
 imported by the pipeline. Offline: every model and the tokenizer are built here, in memory.
@@ -12,7 +12,7 @@ imported by the pipeline. Offline: every model and the tokenizer are built here,
 Measured: the wall time of one iteration -- sample response_len tokens for batch_size prompts
 of prompt_len tokens, RM scores, reference log-probs, values, GAE, whitening, then ppo_epochs
 passes of optimizer steps on minibatch_size rollouts (policy and value model). Ours: the
-ppo_iteration call. TRL: trainer.train() with total_episodes = batch_size (one iteration), from
+three calls of one iteration of ppo.main. TRL: trainer.train() with total_episodes = batch_size (one iteration), from
 on_train_begin to on_train_end (a callback): the whole loop body, none of the set-up. The two
 alternate, `repeats` times each after one warm-up each. Printed: episodes/s median [min, max],
 ours/TRL as the median [min, max] of the per-repeat ratios.
@@ -24,20 +24,21 @@ top-k/top-p; no EOS (TRL: stop_token=None, its pad and EOS ids lie outside the v
 sampled; ours: eot_id=-1): every response is exactly response_len tokens, so TRL pads nothing;
 kl_coef 0.05 (k1), gamma 1, lambda 0.95, clips 0.2, vf_coef 0.1, constant lr, no EOS penalty;
 one optimizer step per minibatch (both counted and printed). Precision: fp32 on the CPU; on
-CUDA bf16 autocast (common.autocast) around ppo_iteration and around trainer.train().
+CUDA bf16 autocast (common.autocast) inside ours, around trainer.train().
 
 What differs inside an iteration (each library as it is):
 1. Old log-probs: TRL takes them from generate's output scores (it keeps the (B, R, V) logits);
-   ours from the sampler's own log-softmax (B, R), as ppo.py does by default. ppo.py checks them
-   with a fresh forward on 1 iteration in 10 (--sample_interval); the timed iterations are the
-   other 9. A second "ours" row times --recompute_logprobs=True: one more policy forward.
+   ours from the sampler's own log-softmax (B, R), as ppo.py does. ppo.py checks them with a
+   fresh forward (ppo_utils.sampler_error) on 4 of its 30 iterations; the first "ours" row
+   times the other iterations, the second one an iteration with the check (one more policy
+   forward, the cost of recomputing the old log-probs every iteration).
 2. Sampling: TRL calls transformers' generate (DynamicCache, logits processors); ours a loop
    over a preallocated KV cache. TRL rebuilds attention masks and positions from
    `!= pad_token_id` in every forward; ours carries explicit masks.
 3. TRL runs policy and value as one module (PolicyAndValueWrapper, output_hidden_states=True);
    ours calls them one after the other. Same work.
-4. Entropy: ours from the training forward's log-softmax (no backward through it at ent_coef
-   0); TRL after each step, no_grad.
+4. Entropy: ours from the training forward's log-softmax (logged only, no backward through
+   it); TRL after each step, no_grad.
    TRL also fills stats tensors, logs them, gc.collect()s twice per iteration and empties the
    CUDA cache after the rollout and every minibatch. On CUDA under bf16, TRL's log-softmax
    gather loops over rows (selective_log_softmax); ours does one fp32 log_softmax.
@@ -131,11 +132,12 @@ def build_models(cfg, device, tmp):
     return hf, ours, d_lm, d_rm
 
 
-def ours_step(cfg, m, prompts, device, recompute=False):
-    from ppo import PPOConfig, ppo_iteration
+def ours_step(cfg, m, prompts, device, check=False):
+    from ppo import PPOConfig, advantages, ppo_update, rollout
+    from ppo_utils import sampler_error
     pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs,
                      samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False,
-                     recompute_logprobs=recompute, lr_warmup=0)  # constant lr, as TRL's here
+                     lr_warmup=0, value_warmup=0, kl_coef=0.05)  # iteration 0 every time: a constant lr, as TRL's
     opt = torch.optim.AdamW([dict(params=list(m.policy.parameters())),  # as ppo.py builds it
                              dict(params=[p for p in m.value.parameters() if p.requires_grad])],
                             lr=LR, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)
@@ -149,10 +151,12 @@ def ours_step(cfg, m, prompts, device, recompute=False):
 
     def step():
         t0 = now(device)
-        stats, _ = ppo_iteration(m.policy, m.ref, m.value, opt, prompts, reward_fn, pcfg, tok, 0.05, gen,
-                                 check_sampler=False)
+        roll = advantages(rollout(m.policy, m.ref, m.value, prompts, reward_fn, pcfg, tok, gen), pcfg)
+        if check:
+            sampler_error(m.policy, roll, pcfg)
+        ppo_update(m.policy, m.value, opt, roll, pcfg, 0)
         dt = now(device) - t0
-        assert stats["resp_len"] == cfg.response_len, stats["resp_len"]  # no row stopped early
+        assert roll["mask"].sum(1).min().item() == cfg.response_len  # no row stopped early
         return dt
     step.opt_steps = 0
     return step, opt
@@ -232,7 +236,7 @@ def main():
         print(f"models: {n / 1e6:.1f}M parameters each x 4 per side, random weights, HF attention "
               f"{hf.policy.config._attn_implementation}; ours vs HF max |delta| logits {d_lm:.1e}, RM score {d_rm:.1e}")
         o_step, o_opt = ours_step(cfg, ours, prompts, device)
-        r_step, _ = ours_step(cfg, ours, prompts, device, recompute=True)  # one more policy forward
+        r_step, _ = ours_step(cfg, ours, prompts, device, check=True)  # one more policy forward
         t_step, t_opt = trl_step(cfg, hf, prompts, device, tmp)
         for name, o in (("ours", o_opt), ("TRL ", t_opt)):
             g = o.param_groups[0]
@@ -249,11 +253,11 @@ def main():
     print(f"optimizer steps per iteration: ours {steps[0]}, TRL {steps[1]} (want {want})")
     eps = lambda ts: [cfg.batch_size / t for t in ts]  # noqa: E731  episodes/s
     print(f"\none PPO iteration, episodes/s, median [min, max] of {cfg.repeats} repeats:")
-    print(f"  ours (ppo.ppo_iteration)   {spread(eps(ours_t))}   (the sampler's log-probs: the default, as TRL)")
-    print(f"  ours, recomputed log-probs {spread(eps(recomp_t))}   (--recompute_logprobs=True)")
+    print(f"  ours (ppo.py's 3 steps)    {spread(eps(ours_t))}   (the sampler's log-probs, as TRL)")
+    print(f"  ours + the sampler check   {spread(eps(recomp_t))}   (one more policy forward)")
     print(f"  TRL  (PPOTrainer)          {spread(eps(trl_t))}")
     print(f"  ours / TRL                 {spread([b / a for a, b in zip(ours_t, trl_t)])}  (per-repeat ratios)")
-    print(f"  ours (recompute) / TRL     {spread([b / a for a, b in zip(recomp_t, trl_t)])}")
+    print(f"  ours (+ check) / TRL       {spread([b / a for a, b in zip(recomp_t, trl_t)])}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 
 Why they can match exactly (to float rounding): every rank reads the same seeded batch order
 and takes its share; ddp.share weights each rank's mean loss so DDP's average of the ranks is
-the whole batch's mean; PPO's rollouts draw the uniforms of the whole batch (model.generate's
-`rows`) and whiten advantages over all ranks. Dropout is 0 here (per-rank masks differ by
+the whole batch's mean; PPO's rollouts draw the uniforms of the whole batch (ddp.sampling's hooks
+into model.generate) and whiten advantages over all ranks. Dropout is 0 here (per-rank masks differ by
 design), and PPO uses one minibatch per epoch (with several, each rank shuffles its own rows:
 the same distribution, not the same minibatches).
 """

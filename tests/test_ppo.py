@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig, ScalarModel
-from ppo import (PPOConfig, gae, k3, kl_rewards, masked_mean, masked_whiten, policy_loss, ppo_iteration,
-                 rloo_advantages, value_loss)
+from ppo import (PPOConfig, advantages, gae, k3, kl_rewards, learning_rates, masked_mean, masked_whiten,
+                 policy_loss, ppo_update, rloo_advantages, rollout, rollout_stats, value_loss)
+from ppo_utils import sampler_error
 
 
 def test_gae_hand_worked_example():
@@ -51,8 +52,6 @@ def test_whitening_biased_and_masked():
     expect = (vals - vals.mean()) / vals.std(unbiased=False)  # biased variance; masked entries ignored
     assert torch.allclose(w[mask.bool()], expect, atol=1e-5)
     assert (w[~mask.bool()] == 0).all()
-    kept = masked_whiten(x, mask, shift_mean=False)
-    assert torch.allclose(masked_mean(kept, mask), vals.mean(), atol=1e-5)
 
 
 def test_policy_loss_zero_grad_where_clipped():
@@ -103,27 +102,38 @@ def test_kl_reward_placement():
     assert (kl[mask == 0] == 0).all()
 
 
-def tiny_ppo_run(iters=3, batch_size=16, max_new_tokens=5, **cfg_kw):
-    """A few PPO iterations of a tiny policy on the toy reward 'say token 7' (the fraction of
-    response tokens that are 7) -> (list of (stats, rollout) per iteration, policy, optimizer)."""
+class Tok:
+    eot_id, pad_id = 14, 15
+
+
+def tiny_models():
     torch.manual_seed(0)
     cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
     policy, ref, value = GPT(cfg), GPT(cfg), ScalarModel(cfg)
     ref.load_state_dict(policy.state_dict())
+    return policy, ref, value
 
-    class Tok:
-        eot_id, pad_id = 14, 15
 
-    check = cfg_kw.pop("check_sampler", True)
-    ppo_cfg = replace(PPOConfig(), batch_size=batch_size, minibatch_size=8, ppo_epochs=2, lr=1e-2,
-                      max_new_tokens=max_new_tokens, eos_trick=False, **cfg_kw)
+def tiny_ppo_run(iters=3, batch_size=16, max_new_tokens=5, check_sampler=True, **cfg_kw):
+    """A few PPO iterations of a tiny policy on the toy reward 'say token 7' (the fraction of
+    response tokens that are 7), each the three steps main() takes -> (list of (stats,
+    rollout) per iteration, policy, optimizer)."""
+    policy, ref, value = tiny_models()
+    ppo_cfg = replace(PPOConfig(), iters=iters, batch_size=batch_size, minibatch_size=8, ppo_epochs=2, lr=1e-2,
+                      vf_lr=1e-2, max_new_tokens=max_new_tokens, eos_trick=False, value_warmup=0, kl_coef=0.01,
+                      **cfg_kw)
     opt = torch.optim.AdamW([dict(params=list(policy.parameters())), dict(params=list(value.parameters()))],
                             lr=ppo_cfg.lr, weight_decay=0.0)
-    for g in opt.param_groups:
-        g["sched_lr"] = g["lr"]
     gen = torch.Generator().manual_seed(0)
-    history = [ppo_iteration(policy, ref, value, opt, [[1, 2, 3]] * batch_size, toy_reward, ppo_cfg, Tok, 0.01, gen,
-                             check_sampler=check) for _ in range(iters)]
+    history = []
+    for it in range(iters):
+        roll = advantages(rollout(policy, ref, value, [[1, 2, 3]] * batch_size, toy_reward, ppo_cfg, Tok, gen),
+                          ppo_cfg)
+        stats = rollout_stats(roll)
+        if check_sampler:
+            stats["sample_lp_err"] = sampler_error(policy, roll, ppo_cfg)
+        stats.update(ppo_update(policy, value, opt, roll, ppo_cfg, it))
+        history.append((stats, roll))
     return history, policy, opt
 
 
@@ -132,11 +142,9 @@ def toy_reward(out):
     return ((out["response"] == 7).float() * out["response_mask"]).sum(1) / out["response_mask"].sum(1)
 
 
-@pytest.mark.parametrize("recompute", [True, False])
-def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned(recompute):
-    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite;
-    with the sampler's old log-probs (default) or recomputed ones (--recompute_logprobs=True)."""
-    history, _, _ = tiny_ppo_run(iters=12, batch_size=32, max_new_tokens=6, recompute_logprobs=recompute)
+def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned():
+    """PPO on a toy reward -- 'say token 7' -- raises it within a few iterations, KL finite."""
+    history, _, _ = tiny_ppo_run(iters=12, batch_size=32, max_new_tokens=6)
     first, stats = history[0][0], history[-1][0]
     scores = [toy_reward(out).mean().item() for _, out in history]
     assert all(math.isfinite(st["kl"]) for st, _ in history)
@@ -148,70 +156,71 @@ def test_ratio_is_one_on_first_minibatch_and_toy_reward_is_learned(recompute):
 
 
 def test_checking_the_sampler_does_not_change_training():
-    """The extra forward that checks the sampler's log-probs only measures: with or without it the
-    weights come out bit-identical; without it (and without --recompute_logprobs) nothing is logged."""
+    """sampler_error's extra forward only measures: with or without it the weights come out
+    bit-identical, and it finds the sampler's log-probs within fp32 rounding."""
     checked, p1, _ = tiny_ppo_run(check_sampler=True)
-    unchecked, p2, _ = tiny_ppo_run(check_sampler=False)
-    checked, unchecked = [st for st, _ in checked], [st for st, _ in unchecked]
+    _, p2, _ = tiny_ppo_run(check_sampler=False)
     for (k, a), b in zip(p1.state_dict().items(), p2.state_dict().values()):
         assert torch.equal(a, b), k
-    assert all(0 <= h["sample_lp_err"] < 1e-4 for h in checked)
-    assert all("sample_lp_err" not in h for h in unchecked)
-    recomputed, p3, _ = tiny_ppo_run(recompute_logprobs=True, check_sampler=False)
-    assert all("sample_lp_err" in st for st, _ in recomputed)  # recomputing always measures
-    assert any(not torch.equal(a, b) for a, b in zip(p1.parameters(), p3.parameters()))  # trained on other floats
+    assert all(0 <= st["sample_lp_err"] < 1e-4 for st, _ in checked)
+
+
+def test_sampler_error_sees_a_temperature_mismatch():
+    """Sampled at one temperature, checked at another: the check reports it (the classic bug)."""
+    policy, ref, value = tiny_models()
+    cfg = replace(PPOConfig(), max_new_tokens=5, temperature=0.7)
+    roll = rollout(policy, ref, value, [[1, 2, 3]] * 8, toy_reward, cfg, Tok, torch.Generator().manual_seed(0))
+    assert sampler_error(policy, roll, cfg) < 1e-4
+    assert sampler_error(policy, roll, replace(cfg, temperature=1.0)) > 1e-2
 
 
 def test_lr_warmup_ramps_the_policy_steps_only():
-    """--lr_warmup=N: the policy group's lr is sched_lr * k / N on its k-th step (the value group
-    untouched), so Adam's sign-sized first step is 1/N of the full one."""
-    _, _, opt = tiny_ppo_run(iters=1, lr_warmup=100)  # 2 epochs x 2 minibatches = 4 policy steps
-    pol, val = opt.param_groups
-    assert pol["policy_steps"] == 4
-    assert pol["lr"] == pytest.approx(pol["sched_lr"] * 4 / 100)
-    assert val["lr"] == val["sched_lr"] and "policy_steps" not in val
+    """learning_rates: both lrs decay linearly over the iterations; the policy's also ramps up
+    over its first --lr_warmup optimizer steps, so Adam's sign-sized first step is 1/N of
+    the full one. In the value warm-up (policy_step <= 0) there is no ramp (no policy step)."""
+    cfg = replace(PPOConfig(), iters=10, lr=1.0, vf_lr=2.0, lr_warmup=4)
+    assert learning_rates(cfg, 0, 1) == (0.25, 2.0)
+    assert learning_rates(cfg, 5, 2) == (0.25, 1.0)  # half-way: decay 0.5, ramp 2/4
+    assert learning_rates(cfg, 5, 9) == (0.5, 1.0)  # ramp done
+    assert learning_rates(cfg, 0, -3) == (1.0, 2.0)
+    assert learning_rates(replace(cfg, lr_warmup=0, vf_lr=0.0), 5, 1) == (0.5, 0.5)  # vf_lr 0: the policy's
     h_warm, _, _ = tiny_ppo_run(iters=1, lr_warmup=1000)
     h_cold, _, _ = tiny_ppo_run(iters=1, lr_warmup=0)
     assert h_warm[0][0]["ratio_max"] < 1.01 < h_cold[0][0]["ratio_max"]  # the ramp keeps the first steps small
 
 
 def test_value_warmup_moves_only_the_value_model():
-    """value_only=True (the warm-up iterations): the policy's weights stay bit-identical, the value
-    model learns, and its loss is not clipped; a normal iteration from the same start clips."""
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=32, vocab_size=16, n_layer=1, n_head=2, n_embd=32)
-    policy, ref, value = GPT(cfg), GPT(cfg), ScalarModel(cfg)
-    ref.load_state_dict(policy.state_dict())
+    """Iterations before --value_warmup: the policy's weights stay bit-identical and it does
+    not even run (no policy loss is computed and thrown away); the value model learns, and
+    its loss is not clipped; a normal iteration from the same start clips."""
+    policy, ref, value = tiny_models()
     with torch.no_grad():
         value.head.bias.fill_(5.0)  # far from the returns (1.0)
     start = {k: v.clone() for k, v in value.state_dict().items()}
-
-    class Tok:
-        eot_id, pad_id = 14, 15
-
     ppo_cfg = replace(PPOConfig(), batch_size=16, minibatch_size=8, ppo_epochs=4, lr=1e-2, max_new_tokens=5,
-                      eos_trick=False)
+                      eos_trick=False, value_warmup=3, kl_coef=0.0)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     reward_fn = lambda out: torch.ones(out["tokens"].shape[0])  # noqa: E731
 
-    def run(value_only, iters):
-        opt = torch.optim.Adam(list(policy.parameters()) + list(value.parameters()), lr=ppo_cfg.lr)
+    def run(its):
+        opt = torch.optim.Adam([dict(params=list(policy.parameters())), dict(params=list(value.parameters()))],
+                               lr=ppo_cfg.lr)
         gen = torch.Generator().manual_seed(0)
-        for _ in range(iters):
-            stats, out = ppo_iteration(policy, ref, value, opt, [[1, 2, 3]] * 16, reward_fn, ppo_cfg, Tok, 0.0,
-                                       gen, value_only=value_only)
-        return stats, out
+        for it in its:
+            roll = advantages(rollout(policy, ref, value, [[1, 2, 3]] * 16, reward_fn, ppo_cfg, Tok, gen), ppo_cfg)
+            stats = ppo_update(policy, value, opt, roll, ppo_cfg, it)
+        return stats, roll
 
-    stats, out = run(True, 3)
+    stats, out = run(range(3))
     for k, v in policy.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert stats["vf_clipfrac"] == 0.0
+    assert stats["vf_clipfrac"] == 0.0 and "pg_loss" not in stats and "entropy" not in stats
     with torch.no_grad():
         v_after = value(out["tokens"], out["attn_mask"])[:, out["prompt_len"] - 1 : -1]  # (B, R)
-    assert masked_mean(v_after, out["response_mask"].float()).item() < 4.0  # moved toward the returns (1.0)
+    assert masked_mean(v_after, out["mask"]).item() < 4.0  # moved toward the returns (1.0)
     value.load_state_dict(start)
-    stats, _ = run(False, 1)  # a PPO iteration from the same far-off value: the clip is active
-    assert stats["vf_clipfrac"] > 0.1
+    stats, _ = run([3])  # a PPO iteration from the same far-off value: the clip is active
+    assert stats["vf_clipfrac"] > 0.1 and "pg_loss" in stats
 
 
 def test_rloo_advantages_by_hand():
