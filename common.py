@@ -151,6 +151,13 @@ def clock(device):
     return time.perf_counter()
 
 
+def sampling_generator(device, seed):
+    """A seeded torch.Generator for sampling on `device`, or None on Apple's mps, which has
+    no device generators (sampling there draws from the global RNG, seeded by seed_everything)."""
+    device = str(device)
+    return None if device.startswith("mps") else torch.Generator(device=device).manual_seed(seed)
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from common import autocast, die, load_checkpoint
+from common import autocast, die, load_checkpoint, sampling_generator
 from data.world import QA_A, QA_Q
 from data.labelers import judge
 from model import GPT, generate, left_pad, model_from_checkpoint, response_logprobs, right_pad
@@ -133,7 +133,7 @@ def sample_responses(model, tok, prompts, max_new_tokens=48, temperature=0.7, ba
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
+    g = sampling_generator(device, seed)
     texts, ended = [], []
     for i in range(0, len(prompts), batch_size):
         batch = [render(tok, p)[0] for p in prompts[i : i + batch_size]]

@@ -85,6 +85,47 @@ def merge(ids, pair, new_id):
     return out
 
 
+def pop_most_frequent(heap, pair_counts):
+    """Pop heap entries until one is current (its count still matches pair_counts) -> (pair,
+    count), or (None, 0) if the heap runs out."""
+    while heap:
+        neg_count, _, _, candidate = heapq.heappop(heap)
+        if pair_counts.get(candidate, 0) == -neg_count:
+            return candidate, -neg_count
+    return None, 0
+
+
+def merge_everywhere(pair, new_id, words, freqs, pair_counts, where, heap, vocab):
+    """train_bpe's steps 6 and 7: merge `pair` into `new_id` in every word that contains it,
+    keeping pair_counts, where and the heap up to date (all changed in place)."""
+    # 6. rewrite only the words that contain the pair: take all of the word's old
+    # pairs out of the counts, merge, put the new word's pairs back in. Pairs away
+    # from the merge go out and straight back in, which is simpler than working out
+    # exactly which neighbours changed, and costs little because words are short.
+    touched = set()
+    for i in where.pop(pair):
+        w, f = words[i], freqs[i]
+        for p in zip(w, w[1:]):
+            pair_counts[p] -= f
+            where[p].discard(i)
+            touched.add(p)
+        w = words[i] = merge(w, pair, new_id)
+        for p in zip(w, w[1:]):
+            pair_counts[p] += f
+            where[p].add(i)
+            touched.add(p)
+
+    # 7. forget pairs that no longer occur (the merged pair among them) and push the
+    # new counts of the others onto the heap
+    for p in touched:
+        c = pair_counts[p]
+        if c == 0:
+            del pair_counts[p]
+            where.pop(p, None)
+        else:
+            heapq.heappush(heap, (-c, vocab[p[0]], vocab[p[1]], p))
+
+
 def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, int]:
     """Learn byte-level BPE ranks from `text`.
 
@@ -133,12 +174,7 @@ def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, 
     n_merges = vocab_size - 256
     while len(vocab) < vocab_size:
         # 4. pop the most frequent pair, skipping stale entries
-        pair, count = None, 0
-        while heap:
-            neg_count, _, _, candidate = heapq.heappop(heap)
-            if pair_counts.get(candidate, 0) == -neg_count:
-                pair, count = candidate, -neg_count
-                break
+        pair, count = pop_most_frequent(heap, pair_counts)
         if pair is None:
             raise ValueError(
                 f"text too small: only {len(vocab) - 256} merges possible, "
@@ -160,32 +196,8 @@ def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, 
                 print(f"merge {new_id - 255}/{n_merges}: {vocab[pair[0]]!r} + {vocab[pair[1]]!r}"
                       f" -> {token!r} ({count} occurrences)")
 
-        # 6. rewrite only the words that contain the pair: take all of the word's old
-        # pairs out of the counts, merge, put the new word's pairs back in. Pairs away
-        # from the merge go out and straight back in, which is simpler than working out
-        # exactly which neighbours changed, and costs little because words are short.
-        touched = set()
-        for i in where.pop(pair):
-            w, f = words[i], freqs[i]
-            for p in zip(w, w[1:]):
-                pair_counts[p] -= f
-                where[p].discard(i)
-                touched.add(p)
-            w = words[i] = merge(w, pair, new_id)
-            for p in zip(w, w[1:]):
-                pair_counts[p] += f
-                where[p].add(i)
-                touched.add(p)
-
-        # 7. forget pairs that no longer occur (the merged pair among them) and push the
-        # new counts of the others onto the heap
-        for p in touched:
-            c = pair_counts[p]
-            if c == 0:
-                del pair_counts[p]
-                where.pop(p, None)
-            else:
-                heapq.heappush(heap, (-c, vocab[p[0]], vocab[p[1]], p))
+        # 6-7. rewrite the words that contain the pair, update the pair counts and the heap
+        merge_everywhere(pair, new_id, words, freqs, pair_counts, where, heap, vocab)
 
     return ranks
 
