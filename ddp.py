@@ -22,6 +22,7 @@ The stages meet this file at a few named points, each of which does nothing in o
                                    with the weight that makes the loss the batch mean
   split(batch, n), check_batch     shard + micro-batches in one call (SFT, RM, DPO), and the
                                    check that every rank gets a share
+  per_rank(n), own_generator(seed) draws each rank makes for itself (SFT's pretraining windows)
   wrap(model)                      DistributedDataParallel (the model itself in one process)
   all_sum / all_mean               sums and logged means over every rank
   sampling(...), reseed(...)       PPO's rollouts and resumed runs: the same random numbers
