@@ -78,42 +78,26 @@ def sample_all(model, tok, jobs, max_new_tokens, seed, desc):
     return texts
 
 
-def main():
-    cfg = parse_config(CollectConfig())
-    if not 2 <= cfg.k_min <= cfg.k_max:
-        die(f"need 2 <= k_min <= k_max, got k_min={cfg.k_min}, k_max={cfg.k_max}", 2)
-    try:
-        temps = [float(t) for t in cfg.temperatures.split(",")]
-    except ValueError:
-        die(f"--temperatures: expected comma-separated numbers like 0.7,1.0, got {cfg.temperatures!r}", 2)
-    print_config(cfg)
-    device = get_device(cfg.device)
-    seed_everything(cfg.seed)
-    policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)
-    base = load_policy(cfg.base, device, dropout=0.0)[0] if cfg.base and cfg.base_prob > 0 else None
-    try:
-        recs = load_prompts(cfg.prompts)
-    except DataError as e:
-        die(str(e))
-    if cfg.max_prompts:
-        recs = recs[: cfg.max_prompts]
-    rng = random.Random(cfg.seed)
-
-    # 1. plan each prompt's K candidates: (source, temperature) slots
+def plan(recs, cfg, temps, with_base, rng):
+    """Step 1: each prompt's K candidates as (source, temperature) slots: maybe a demonstration,
+    maybe a base-model sample, the rest SFT samples cycling through the temperatures."""
     plans = []
     for r in recs:
         k = rng.randint(cfg.k_min, cfg.k_max)
         slots = []
         if rng.random() < cfg.demo_prob:
             slots.append(("demo", None))
-        if base is not None and rng.random() < cfg.base_prob:
+        if with_base and rng.random() < cfg.base_prob:
             slots.append(("base", 1.0))
         slots += [("sft", temps[j % len(temps)]) for j in range(k - len(slots))]
         plans.append(slots)
+    return plans
 
-    # 2. fill the slots: batched KV-cached sampling per model and temperature; demonstrations
-    #    written by a training labeler with that labeler's quirks (data/tasks.write_demo)
-    t0 = time.time()
+
+def fill(policy, base, tok, recs, plans, cfg, rng):
+    """Step 2: fill the slots -> per prompt [(text, source)]: batched KV-cached sampling per model
+    and temperature; demonstrations written by a training labeler with that labeler's quirks
+    (data/tasks.write_demo)."""
     jobs = {"sft": [], "base": []}
     for r, slots in zip(recs, plans):
         for src, temp in slots:
@@ -132,11 +116,13 @@ def main():
             else:
                 cands.append((next(texts[src]), f"{src}@{temp}"))
         candidates.append(cands)
-    print(f"gathered {sum(map(len, candidates))} candidates for {len(recs)} prompts in {time.time() - t0:.0f}s")
+    return candidates
 
-    # 3. labelers rank them
+
+def rank_all(recs, candidates, n_val, rng):
+    """Step 3: labelers rank each prompt's distinct, non-empty candidates -> ({file name: records},
+    the val prompts' records, their responses)."""
     train_l, held_l = train_labelers(), heldout_labelers()
-    n_val = max(1, int(len(recs) * cfg.val_frac))
     rows = {"comparisons.jsonl": [], "comparisons_val.jsonl": [], "comparisons_val_heldout.jsonl": []}
     val_recs, val_resps = [], []
     for j, (r, cands) in enumerate(zip(recs, candidates)):
@@ -165,6 +151,38 @@ def main():
         else:
             lab = train_l[j % len(train_l)]
             rows["comparisons.jsonl"].append({**base_rec, "ranking": rank(r, resp, lab, rng), "labeler": lab["name"]})
+    return rows, val_recs, val_resps
+
+
+def main():
+    cfg = parse_config(CollectConfig())
+    if not 2 <= cfg.k_min <= cfg.k_max:
+        die(f"need 2 <= k_min <= k_max, got k_min={cfg.k_min}, k_max={cfg.k_max}", 2)
+    try:
+        temps = [float(t) for t in cfg.temperatures.split(",")]
+    except ValueError:
+        die(f"--temperatures: expected comma-separated numbers like 0.7,1.0, got {cfg.temperatures!r}", 2)
+    print_config(cfg)
+    device = get_device(cfg.device)
+    seed_everything(cfg.seed)
+    policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)
+    base = load_policy(cfg.base, device, dropout=0.0)[0] if cfg.base and cfg.base_prob > 0 else None
+    try:
+        recs = load_prompts(cfg.prompts)
+    except DataError as e:
+        die(str(e))
+    if cfg.max_prompts:
+        recs = recs[: cfg.max_prompts]
+    rng = random.Random(cfg.seed)
+
+    # 1. plan each prompt's K candidates; 2. sample and write them
+    plans = plan(recs, cfg, temps, base is not None, rng)
+    t0 = time.time()
+    candidates = fill(policy, base, tok, recs, plans, cfg, rng)
+    print(f"gathered {sum(map(len, candidates))} candidates for {len(recs)} prompts in {time.time() - t0:.0f}s")
+
+    # 3. labelers rank them
+    rows, val_recs, val_resps = rank_all(recs, candidates, max(1, int(len(recs) * cfg.val_frac)), rng)
     os.makedirs(cfg.out_dir, exist_ok=True)
     for name, rs in rows.items():
         path = os.path.join(cfg.out_dir, name)
@@ -178,7 +196,7 @@ def main():
     #    among themselves (77.3 %); on pairs of SFT samples alone too (what PPO will see).
     sft_only = [[t for t, s in zip(row["responses"], row["sources"]) if s.startswith("sft")]
                 for row in rows["comparisons_val.jsonl"]]
-    for name, group in (("training", train_l), ("held-out", held_l)):
+    for name, group in (("training", train_labelers()), ("held-out", heldout_labelers())):
         a_all = agreement(val_recs, val_resps, group, rng)
         a_sft = agreement(val_recs, sft_only, group, rng)
         print(f"inter-labeler agreement, {name} labelers: {a_all * 100:.1f}% on all pairs | {a_sft * 100:.1f}% on "

@@ -99,7 +99,8 @@ def parse_config(cfg, argv=None):
         key, raw = arg[2:].split("=", 1) if "=" in arg else (arg[2:], None)
         if key not in fields:
             close = [k for k in fields if k.startswith(key[:3])]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            hint = (f" (did you mean {', '.join(close)}?)" if close else  # a short list in full (pipeline.py's)
+                    f" (options: {', '.join('--' + k for k in fields)})" if len(fields) <= 12 else "")
             die(f"unknown option '--{key}'{hint}; see --help", 2)
         if raw is None:
             if type(getattr(cfg, key)) is not bool:
@@ -201,7 +202,7 @@ def lr_at(step, total, peak, warmup=0, floor=None):
     if floor is None:
         return peak * min(ramp, 1 - step / total)
     if step < warmup:
-        return peak * ramp
+        return peak * (step + 1) / warmup  # not peak * ramp: that rounds differently (nanoGPT's form)
     frac = (step - warmup) / max(1, total - warmup)
     return floor + 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * (peak - floor)
 

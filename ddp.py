@@ -20,6 +20,9 @@ The stages meet this file at a few named points, each of which does nothing in o
   setup / cleanup / is_main        join and leave; only rank 0 prints and saves
   shard(batch) -> accumulate(...)  this rank's share of a batch, then its micro-batches, each
                                    with the weight that makes the loss the batch mean
+  split(batch, n), check_batch     shard + micro-batches in one call (SFT, RM, DPO), and the
+                                   check that every rank gets a share
+  per_rank(n), own_generator(seed) draws each rank makes for itself (SFT's pretraining windows)
   wrap(model)                      DistributedDataParallel (the model itself in one process)
   all_sum / all_mean               sums and logged means over every rank
   sampling(...), reseed(...)       PPO's rollouts and resumed runs: the same random numbers
@@ -44,7 +47,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from common import seed_everything
+from common import die, seed_everything
 
 
 def world():
@@ -124,6 +127,32 @@ def micro_batches(items, n):
     """items (a list, or a tensor of indices) in n interleaved micro-batches for gradient
     accumulation; a short batch may leave some empty, and those are dropped."""
     return [m for m in (items[j::n] for j in range(n)) if len(m)]
+
+
+def split(batch, n):
+    """The micro-batches this process trains on: its shard of `batch` (a list; all of it in one
+    process) in n interleaved parts, or [] when the batch is too small to give every rank n
+    items (an epoch's last scrap, skipped by every rank alike)."""
+    return micro_batches(shard(batch), n) if len(batch) >= world() * n else []
+
+
+def check_batch(batch_size, grad_accum):
+    """Stop with an error (exit 2) when batches of `batch_size` cannot give every rank
+    `grad_accum` micro-batches: every step would be skipped."""
+    if world() * grad_accum > batch_size:
+        die(f"--batch_size={batch_size} is smaller than ranks x --grad_accum ({world()} x {grad_accum})", 2)
+
+
+def per_rank(n):
+    """How many of n independently drawn items (pretraining windows) this rank draws: n / ranks,
+    at least 1. One process: n."""
+    return max(1, n // world())
+
+
+def own_generator(seed):
+    """A CPU generator for this rank's own draws (pretraining windows): seeded with
+    seed + 7919 x rank, so each rank draws different ones. One process: seeded with `seed`."""
+    return torch.Generator().manual_seed(seed + 7919 * rank())
 
 
 def share(n_local):

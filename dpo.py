@@ -57,7 +57,6 @@ Deviations from the DPO paper (InstructGPT has no DPO):
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -66,12 +65,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import ddp
-from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
-                    print_config, save_checkpoint, seed_everything)
+from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
+                    resume, rng_state, save_checkpoint, seed_everything)
 from data import DataError, load_comparisons
-from data.labelers import judge
 from model import response_logprobs
-from policy import load_policy, logprob_texts, pair_batch, ranked_pairs, sample_responses
+from policy import load_policy, logprob_texts, pair_batch, ranked_pairs, sample_responses, show_samples
 
 
 @dataclass
@@ -180,6 +178,78 @@ def flatten(comps):
     return prompts, answers, groups
 
 
+def load_data(cfg, tok, block_size):
+    """-> (training comparisons, held-out comparisons)."""
+    count = lambda s: len(tok.encode(s))  # noqa: E731
+    maxlen = block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
+    try:
+        comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
+        val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []
+    except DataError as e:
+        die(str(e))
+    if cfg.max_comparisons:
+        comps = comps[: cfg.max_comparisons]
+    n_pairs = sum(math.comb(len(c["responses"]), 2) for c in comps)
+    print(f"data: {len(comps)} ranked prompts, {n_pairs} pairs; val {len(val)} prompts | beta {cfg.beta}")
+    return comps, val
+
+
+def batch_loss(fwd, ref, tok, recs, beta, device):
+    """The DPO loss of a list of comparisons -> (loss, sums): every answer to every prompt in ONE
+    padded forward of the policy (through `fwd`; K per prompt, not 2 C(K,2)) and one of the reference."""
+    prompts, answers, groups = flatten(recs)
+    tokens, attn, P, mask = pair_batch(tok, prompts, answers, device)  # (N, P + R) x 2, P, (N, R)
+    with autocast(device):
+        # a sequence's log-prob is the sum over its answer tokens (and the EOT), nothing else
+        logps = (response_logprobs(fwd, tokens, attn, P).float() * mask).sum(1)  # (N,), through DDP
+        with torch.no_grad():
+            ref_logps = (response_logprobs(ref, tokens, attn, P).float() * mask).sum(1)  # (N,)
+    return ranked_dpo_loss(logps, ref_logps, mask.sum(1), groups, beta)
+
+
+def train_step(policy, fwd, ref, opt, tok, micro, sums, cfg, step, device):
+    """One optimizer step on this process's micro-batches of comparisons (ddp.split), each
+    micro-batch's mean loss weighted by its share of the batch's prompts, so the step's
+    gradient is that of the mean over the batch (ddp.accumulate). `fwd`: the module the
+    training forward goes through. Adds the step's statistics to `sums`."""
+    opt.zero_grad(set_to_none=True)
+    for part, weight, _ in ddp.accumulate(micro, [len(m) for m in micro], fwd):
+        loss, s = batch_loss(fwd, ref, tok, part, cfg.beta, device)
+        if not torch.isfinite(loss):
+            die(f"loss is {loss.item()} at step {step}; last good checkpoint: {cfg.out}.last")
+        (loss * weight).backward()
+        for k in SUM_KEYS:
+            sums[k] += s[k]
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+    opt.step()
+
+
+def val_stats(policy, tok, val, val_ref, beta, device):
+    """The implicit reward on the held-out pairs -> {val_loss, val_acc, val_margin}. val_ref: the
+    reference's log-probs of the val answers (fixed: computed once)."""
+    if not val:
+        return {}
+    prompts, answers, groups = flatten(val)
+    policy.eval()
+    logps, n_tok = logprob_texts(policy, tok, prompts, answers, device)
+    policy.train()
+    _, sums = ranked_dpo_loss(logps, val_ref, n_tok, groups, beta)
+    return {k: v for k, v in summarise(sums, "val_").items() if k in ("val_loss", "val_acc", "val_margin")}
+
+
+def show_answers(ref, policy, tok, recs, cfg, device):
+    """SFT's and the policy's answers to the same prompts, each with its implicit reward under
+    the trained policy (and the gold score: measurement only)."""
+    prompts = [r["prompt"] for r in recs]
+    for name, model in (("SFT", ref), ("DPO", policy)):
+        texts, _ = sample_responses(model, tok, prompts, cfg.max_new_tokens, cfg.temperature, seed=cfg.seed)
+        lp, _ = logprob_texts(policy, tok, prompts, texts, device)
+        lp_ref, _ = logprob_texts(ref, tok, prompts, texts, device)
+        print(f"  {name}:")
+        show_samples(recs, texts, [f"implicit reward {x:+.2f}" for x in (cfg.beta * (lp - lp_ref)).tolist()],
+                     k=len(recs))
+
+
 # -----------------------------------------------------------------------------
 
 
@@ -196,64 +266,24 @@ def main():
     policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)
     policy.grad_checkpoint = cfg.grad_checkpoint
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
-    count = lambda s: len(tok.encode(s))  # noqa: E731
-    maxlen = policy.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
-    try:
-        comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
-        val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []
-    except DataError as e:
-        die(str(e))
-    if cfg.max_comparisons:
-        comps = comps[: cfg.max_comparisons]
-    n_pairs = sum(math.comb(len(c["responses"]), 2) for c in comps)
-    print(f"data: {len(comps)} ranked prompts, {n_pairs} pairs; val {len(val)} prompts | beta {cfg.beta}")
-    if ddp.world() * cfg.grad_accum > cfg.batch_size:
-        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum "
-            f"({ddp.world()} x {cfg.grad_accum})", 2)
-
+    comps, val = load_data(cfg, tok, policy.config.block_size)
+    ddp.check_batch(cfg.batch_size, cfg.grad_accum)
     steps_per_epoch = math.ceil(len(comps) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = policy.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
     start, history = 0, []
-    last = cfg.out + ".last"
-    if cfg.resume and os.path.isfile(last):
-        ck = load_checkpoint(last, device)
-        policy.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+    last = cfg.out + ".last"  # the latest state, for --resume
+    ck = resume(last, "dpo_partial", device, policy, opt) if cfg.resume else None
+    if ck:
         start, history = ck["step"], ck["history"]
-        print(f"resumed from {last} at step {start}")
-    wrapped = ddp.wrap(policy)  # DistributedDataParallel under torchrun, the policy itself otherwise
-    fwd = torch.compile(wrapped) if cfg.compile else wrapped
-
-    def batch_loss(recs):
-        """The DPO loss of a list of comparisons: every answer to every prompt in ONE padded
-        forward of the policy (K per prompt, not 2 C(K,2)) and one of the reference."""
-        prompts, answers, groups = flatten(recs)
-        tokens, attn, P, mask = pair_batch(tok, prompts, answers, device)  # (N, P + R) x 2, P, (N, R)
-        with autocast(device):
-            # a sequence's log-prob is the sum over its answer tokens (and the EOT), nothing else
-            logps = (response_logprobs(fwd, tokens, attn, P).float() * mask).sum(1)  # (N,), through DDP
-            with torch.no_grad():
-                ref_logps = (response_logprobs(ref, tokens, attn, P).float() * mask).sum(1)  # (N,)
-        return ranked_dpo_loss(logps, ref_logps, mask.sum(1), groups, cfg.beta)
-
-    val_prompts, val_answers, val_groups = flatten(val)
+        ddp.reseed(cfg.seed, start)
+    fwd = ddp.wrap(policy)  # the training forward goes through this (DistributedDataParallel under torchrun)
+    fwd = torch.compile(fwd) if cfg.compile else fwd
+    val_prompts, val_answers, _ = flatten(val)  # the reference's log-probs of the val answers: computed once
     val_ref = logprob_texts(ref, tok, val_prompts, val_answers, device)[0] if val and ddp.is_main() else None
-
-    def measure_val():
-        """The implicit reward on the held-out pairs (the reference's log-probs are fixed: computed once)."""
-        if not val:
-            return {}
-        policy.eval()
-        logps, n_tok = logprob_texts(policy, tok, val_prompts, val_answers, device)
-        policy.train()
-        _, sums = ranked_dpo_loss(logps, val_ref, n_tok, val_groups, cfg.beta)
-        return {k: v for k, v in summarise(sums, "val_").items() if k in ("val_loss", "val_acc", "val_margin")}
-
     if start == 0 and ddp.is_main() and val:  # step 0: policy == reference, loss log 2, accuracy 1/2
-        v0 = measure_val()
-        history.append(dict(step=0, **v0))
-        print(log_line(0, total, **v0))
+        history.append(dict(step=0, **val_stats(policy, tok, val, val_ref, cfg.beta, device)))
+        print(log_line(0, total, **{k: v for k, v in history[-1].items() if k != "step"}))
 
     # 2. steps over the comparisons: the same seeded order on every rank, each takes its share
     t0 = time.time()
@@ -264,26 +294,11 @@ def main():
         epoch, b = divmod(step, steps_per_epoch)
         if order is None or b == 0:  # one permutation per epoch: a resumed run continues it exactly
             order = torch.randperm(len(comps), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        chunk = [comps[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min((step + 1) / max(1, cfg.warmup_steps), 1 - step / total)  # warmup, linear to 0
-        if len(chunk) >= ddp.world() * cfg.grad_accum:  # else a last scrap too small to give every rank a share
-            # this rank's share of the batch in grad_accum micro-batches, each weighted by its
-            # share of the batch's prompts (ddp.py: DDP's average of the ranks is the batch mean)
-            mine = ddp.shard(chunk)
-            micro = ddp.micro_batches(mine, cfg.grad_accum)
-            rank_share = ddp.share(len(mine))
-            opt.zero_grad(set_to_none=True)
-            for j, part in enumerate(micro):
-                with ddp.no_sync(wrapped, sync=j == len(micro) - 1):  # ranks average gradients on the last one
-                    loss, s = batch_loss(part)
-                    if not torch.isfinite(loss):
-                        die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
-                    (loss * (len(part) / len(mine) * rank_share)).backward()
-                for k in SUM_KEYS:
-                    sums[k] += s[k]
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            opt.step()
+            g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps)  # warmup, then linear to 0
+        micro = ddp.split([comps[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]], cfg.grad_accum)
+        if micro:  # else a last scrap too small for --grad_accum micro-batches
+            train_step(policy, fwd, ref, opt, tok, micro, sums, cfg, step, device)
         done = step + 1
 
         # 3. log: this interval's pairs on every rank; the val pairs; a checkpoint to resume from
@@ -293,39 +308,27 @@ def main():
             sums = dict.fromkeys(SUM_KEYS, 0.0)
             if ddp.is_main():  # rank 0 alone measures, logs and writes checkpoints
                 if done == total or (cfg.eval_interval and done % cfg.eval_interval == 0):
-                    h.update(measure_val())
+                    h.update(val_stats(policy, tok, val, val_ref, cfg.beta, device))
                 history.append(h)
                 bar.write(log_line(done, total, **{k: v for k, v in h.items() if k != "step"},
                                    lr=opt.param_groups[0]["lr"], elapsed_s=int(time.time() - t0)))
                 save_checkpoint(dict(stage="dpo_partial", model=policy.state_dict(), optimizer=opt.state_dict(),
                                      model_config=asdict(policy.config), config=asdict(cfg), step=done,
-                                     history=history), last)
+                                     history=history, rng=rng_state()), last)
         if done == cfg.stop_after:
             break
     bar.close()
-    if not ddp.is_main() or (cfg.stop_after and done < total):
-        if ddp.is_main():
-            print(f"stopped after step {done} of {total} (--stop_after); --resume=True continues from {last}")
-        return ddp.cleanup()
-
-    # 4. a few answers: SFT's and the policy's to the same prompts, with the gold score (measurement only)
-    recs = (val or comps)[: cfg.n_samples]
-    prompts = [r["prompt"] for r in recs]
-    for name, model in (("SFT", ref), ("DPO", policy)):
-        texts, _ = sample_responses(model, tok, prompts, cfg.max_new_tokens, cfg.temperature, seed=cfg.seed)
-        lp, _ = logprob_texts(policy, tok, prompts, texts, device)
-        lp_ref, _ = logprob_texts(ref, tok, prompts, texts, device)
-        for r, t, reward in zip(recs, texts, (cfg.beta * (lp - lp_ref)).tolist()):
-            gold = f", gold {judge(r, t)['score']:.2f}" if "meta" in r else ""
-            print(f"  {name} [{r.get('category', '-')}] {r['prompt'][:70]!r}\n    -> {t!r} "
-                  f"(implicit reward {reward:+.2f}{gold})")
-
-    final = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
-    print(f"done in {time.time() - t0:.0f}s: " + " | ".join(f"{k} {final[k]:.4f}" for k in
-                                                            ("val_acc", "val_loss", "kl_chosen") if k in final))
-    save_checkpoint(dict(stage="dpo", model=policy.state_dict(), model_config={**asdict(policy.config), "dropout": 0.0},
-                         config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.policy, step=total, history=history,
-                         report=final), cfg.out)
+    if ddp.is_main() and cfg.stop_after and done < total:
+        print(f"stopped after step {done} of {total} (--stop_after); --resume=True continues from {last}")
+    elif ddp.is_main():
+        # 4. a few answers: SFT's and the policy's to the same prompts
+        show_answers(ref, policy, tok, (val or comps)[: cfg.n_samples], cfg, device)
+        final = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
+        print(f"done in {time.time() - t0:.0f}s: " + " | ".join(f"{k} {final[k]:.4f}" for k in
+                                                                ("val_acc", "val_loss", "kl_chosen") if k in final))
+        save_checkpoint(dict(stage="dpo", model=policy.state_dict(), model_config={**asdict(policy.config),
+                             "dropout": 0.0}, config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.policy,
+                             step=total, history=history, report=final), cfg.out)
     ddp.cleanup()
 
 

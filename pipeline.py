@@ -11,6 +11,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
     python pipeline.py --out=runs/a  # another output folder
     python pipeline.py --seed=1      # another world AND other training seeds -> out/seed1/
     python pipeline.py --world=facts # World v1, the contrast: a world of facts RL does not teach -> out/facts/
+    python pipeline.py --help        # every option (PipelineConfig), with its default
 
 GPT-2 and your own data (or public data, converted by `python -m data.convert`):
 
@@ -34,8 +35,30 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+
+from common import die, parse_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class PipelineConfig:
+    quick: bool = False  # the same stages with tiny settings (presets/quick.json): a smoke test, a first contact
+    seed: int = 0  # picks the world (its KB, prompts, labelers' draws) and, as 1337 + seed, every training seed
+    out: str = ""  # output folder; "" = out/ (out/gpt2/), then /facts, /quick, /seedN as the options say
+    redo: str = ""  # rerun this stage and every stage after it, from scratch ("" = none)
+    world: str = "v2"  # "v2" (the default) or "facts" (World v1, the contrast: a world of facts RL does not teach)
+    preset: str = "world"  # "world" (the synthetic world) or "gpt2" (a GPT-2 directory and your own data)
+    init: str = ""  # --preset=gpt2: the Hugging Face GPT-2 directory SFT starts from (required)
+    sft_data: str = ""  # --preset=gpt2: demonstrations {prompt, response} for SFT (required)
+    comparisons: str = ""  # --preset=gpt2: ranked comparisons, split into RM/DPO data and PPO/eval prompts (required)
+    ptx_data: str = ""  # --preset=gpt2: pretraining text for SFT's ptx term and PPO-ptx ("" = no PPO-ptx)
+    heldout: str = ""  # --preset=gpt2: held-out pretraining text, for the alignment tax ("" = none)
+    nproc: int = 1  # --preset=gpt2: run SFT, RM, DPO and PPO under torchrun --nproc_per_node=N
+
+
+GPT2_FIELDS = ("init", "sft_data", "comparisons", "ptx_data", "heldout", "nproc")  # --preset=gpt2's own options
 
 
 def stages(out, world, seed=0, world_name="v2"):
@@ -94,27 +117,27 @@ def stages(out, world, seed=0, world_name="v2"):
     return [(n, cmd + ([f"--seed={1337 + seed}"] if n not in ("world", "tokenizer") else []), r) for n, cmd, r in plan]
 
 
-def gpt2_stages(out, opts, seed=0):
-    """The pipeline on a Hugging Face GPT-2 directory and your own files (opts: init, sft_data,
-    comparisons, ptx_data, heldout, nproc). No world, no simulated labelers: the comparisons
-    are the labels, and the trained reward model is the judge of the evaluation."""
-    py = [sys.executable]
-    train = py + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts['nproc']}"]
-                  if int(opts["nproc"]) > 1 else [])
-    ptx, held = opts["ptx_data"], opts["heldout"]
+def gpt2_stages(out, cfg):
+    """The pipeline on a Hugging Face GPT-2 directory and your own files (a checked PipelineConfig:
+    init, sft_data, comparisons, ptx_data, heldout, nproc, seed). No world, no simulated labelers:
+    the comparisons are the labels, and the trained reward model is the judge of the evaluation."""
+    py, seed = [sys.executable], cfg.seed
+    train = py + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}"]
+                  if cfg.nproc > 1 else [])
+    ptx, held = cfg.ptx_data, cfg.heldout
     plan = [
-        ("split", py + ["-m", "data.split", opts["comparisons"], out, f"--seed={seed}"], False),
-        ("sft", train + ["sft.py", f"--init={opts['init']}", f"--data={opts['sft_data']}", f"--out={out}/sft.pt",
+        ("split", py + ["-m", "data.split", cfg.comparisons, out, f"--seed={seed}"], False),
+        ("sft", train + ["sft.py", f"--init={cfg.init}", f"--data={cfg.sft_data}", f"--out={out}/sft.pt",
                          f"--heldout={held}", f"--ptx_data={ptx}", f"--seed={1337 + seed}"], True),
         ("reward", train + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons_train.jsonl",
-                            f"--val={out}/comparisons_val.jsonl", "--val_heldout=", f"--demos={opts['sft_data']}",
+                            f"--val={out}/comparisons_val.jsonl", "--val_heldout=", f"--demos={cfg.sft_data}",
                             f"--out={out}/rm.pt", f"--seed={1337 + seed}"], True),
         ("dpo", train + ["dpo.py", f"--policy={out}/sft.pt", f"--data={out}/comparisons_train.jsonl",
                          f"--val={out}/comparisons_val.jsonl", f"--out={out}/dpo.pt", f"--seed={1337 + seed}"], True),
         ("ppo", train + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", f"--prompts={out}/ppo_prompts.jsonl",
                          "--ptx_data=", f"--out={out}/ppo.pt", f"--seed={1337 + seed}"], True),
     ]
-    models = f"base={opts['init']},sft={out}/sft.pt,ppo={out}/ppo.pt"
+    models = f"base={cfg.init},sft={out}/sft.pt,ppo={out}/ppo.pt"
     logs = f"{out}/ppo_log.jsonl"
     if ptx:
         plan.append(("ppo_ptx", train + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
@@ -130,75 +153,69 @@ def gpt2_stages(out, opts, seed=0):
     return plan
 
 
-GPT2_OPTS = {"init": None, "sft_data": None, "comparisons": None, "ptx_data": "", "heldout": "", "nproc": "1"}
+def check(cfg):
+    """Stop with a one-line error (exit 2) on a value no stage could use; make --preset=gpt2's
+    paths absolute (the stages run in the repo root, you may not)."""
+    if cfg.seed < 0:
+        die(f"--seed={cfg.seed}: expected a non-negative integer", 2)
+    if cfg.world not in ("v2", "facts"):
+        die(f"--world={cfg.world}: expected 'v2' (the default) or 'facts' (World v1, the contrast)", 2)
+    if cfg.preset not in ("world", "gpt2"):
+        die(f"--preset={cfg.preset}: expected 'world' (the default: the synthetic world) or 'gpt2'", 2)
+    if cfg.preset == "world":
+        given = [k for k in GPT2_FIELDS if getattr(cfg, k) != getattr(PipelineConfig, k)]
+        if given:
+            die(f"--{given[0]} is an option of --preset=gpt2 (the world's run takes --quick, --seed=N, --out=DIR, "
+                "--redo=STAGE, --world=v2|facts)", 2)
+        return
+    missing = [k for k in ("init", "sft_data", "comparisons") if not getattr(cfg, k)]
+    if missing:
+        die("--preset=gpt2 needs " + ", ".join(f"--{k}=" for k in missing) + " (a GPT-2 directory, "
+            "demonstrations and comparisons: README, 'GPT-2 and your own data')", 2)
+    for k in ("init", "sft_data", "comparisons", "ptx_data", "heldout"):
+        path = getattr(cfg, k)
+        if path and not os.path.exists(path):
+            die(f"--{k}={path}: no such file or directory", 2)
+        setattr(cfg, k, os.path.abspath(path) if path else "")
+    if cfg.nproc < 1:
+        die(f"--nproc={cfg.nproc}: expected a positive integer", 2)
 
 
-def fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def main(argv):
-    quick = "--quick" in argv
-    opts = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--") and "=" in a}
-    seed_arg = opts.pop("seed", "0")
-    if not seed_arg.isdigit():
-        fail(f"--seed={seed_arg}: expected a non-negative integer")
-    seed = int(seed_arg)
-    world_name = opts.pop("world", "v2")
-    if world_name not in ("v2", "facts"):
-        fail(f"--world={world_name}: expected 'v2' (the default) or 'facts' (World v1, the contrast)")
-    preset = opts.pop("preset", "world")
-    if preset not in ("world", "gpt2"):
-        fail(f"--preset={preset}: expected 'world' (the default: the synthetic world) or 'gpt2'")
-    gpt2 = preset == "gpt2"
-    default_out = (("out/gpt2" if gpt2 else "out") + ("/facts" if world_name == "facts" else "")
-                   + ("/quick" if quick else "") + (f"/seed{seed}" if seed else ""))
-    out = opts.pop("out", default_out)
-    redo = opts.pop("redo", None)
-    known = ("--quick, --seed=N, --out=DIR, --redo=STAGE, --world=v2|facts, --preset=gpt2" +
-             (", " + ", ".join(f"--{k}=..." for k in GPT2_OPTS) if gpt2 else ""))
-    for a in argv:
-        if a != "--quick" and ("=" not in a or not a.startswith("--")):
-            fail(f"unknown argument {a!r} (expected {known})")
-    for k in opts:
-        if not gpt2 or k not in GPT2_OPTS:
-            fail(f"unknown argument --{k}=... (expected {known})")
-    if gpt2:
-        g = {**GPT2_OPTS, **opts}
-        missing = [k for k, v in g.items() if v is None or (v == "" and GPT2_OPTS[k] is None)]
-        if missing:
-            fail("--preset=gpt2 needs " + ", ".join(f"--{k}=" for k in missing) + " (a GPT-2 directory, "
-                 "demonstrations and comparisons: README, 'GPT-2 and your own data')")
-        for k in ("init", "sft_data", "comparisons", "ptx_data", "heldout"):
-            if g[k] and not os.path.exists(g[k]):
-                fail(f"--{k}={g[k]}: no such file or directory")
-            g[k] = os.path.abspath(g[k]) if g[k] else ""  # the stages run in the repo root, you may not
-        if not g["nproc"].isdigit() or int(g["nproc"]) < 1:
-            fail(f"--nproc={g['nproc']}: expected a positive integer")
-        world = None
-        plan = gpt2_stages(out, g, seed)
-    else:
-        world = os.path.join(out, "world") if quick or seed or world_name != "v2" else "data/world"
-        plan = stages(out, world, seed, world_name)
-    names = [n for n, _, _ in plan]
-    if redo is not None and redo not in names:
-        fail(f"--redo={redo}: no such stage; stages are {', '.join(names)}")
+def preset_overrides(names):
+    """{stage: [--key=value, ...]} from presets/<name>.json, one after the other (later ones add)."""
     overrides = {}
-    for name in (["gpt2"] if gpt2 else []) + (["gpt2_quick" if gpt2 else "quick"] if quick else []):
+    for name in names:
         with open(os.path.join(HERE, "presets", name + ".json")) as f:
             for stage, args in json.load(f).items():
                 if not stage.startswith("_"):  # "_note": a comment
                     overrides[stage] = overrides.get(stage, []) + args
+    return overrides
+
+
+def main(argv):
+    cfg = parse_config(PipelineConfig(), argv)  # --help lists the options
+    check(cfg)
+    gpt2 = cfg.preset == "gpt2"
+    out = cfg.out or (("out/gpt2" if gpt2 else "out") + ("/facts" if cfg.world == "facts" else "")
+                      + ("/quick" if cfg.quick else "") + (f"/seed{cfg.seed}" if cfg.seed else ""))
+    if gpt2:
+        world, plan = None, gpt2_stages(out, cfg)
+    else:
+        world = os.path.join(out, "world") if cfg.quick or cfg.seed or cfg.world != "v2" else "data/world"
+        plan = stages(out, world, cfg.seed, cfg.world)
+    names = [n for n, _, _ in plan]
+    if cfg.redo and cfg.redo not in names:
+        die(f"--redo={cfg.redo}: no such stage; stages are {', '.join(names)}", 2)
+    overrides = preset_overrides((["gpt2"] if gpt2 else []) + (["gpt2_quick" if gpt2 else "quick"] if cfg.quick else []))
     done_dir = os.path.join(out, ".done")
     os.makedirs(done_dir, exist_ok=True)
-    fresh = set(names[names.index(redo):]) if redo is not None else set()
-    if redo is not None:  # redo this stage and every stage after it, from scratch (not resumed)
-        for n in names[names.index(redo):]:
-            if os.path.exists(os.path.join(done_dir, n)):
-                os.remove(os.path.join(done_dir, n))
+    fresh = set(names[names.index(cfg.redo):]) if cfg.redo else set()
+    for n in fresh:  # redo this stage and every stage after it, from scratch (not resumed)
+        if os.path.exists(os.path.join(done_dir, n)):
+            os.remove(os.path.join(done_dir, n))
 
-    print(f"pipeline: {'quick' if quick else 'default'} {preset} run -> {out}/" + (f" (world in {world}/)" if world else ""))
+    print(f"pipeline: {'quick' if cfg.quick else 'default'} {cfg.preset} run -> {out}/"
+          + (f" (world in {world}/)" if world else ""))
     times, t_all = [], time.time()
     for name, cmd, resumable in plan:
         stamp = os.path.join(done_dir, name)
@@ -213,9 +230,8 @@ def main(argv):
         rc = subprocess.call(cmd, cwd=HERE)
         dt = time.time() - t0
         if rc != 0:
-            print(f"\npipeline: stage '{name}' failed (exit {rc}) after {dt:.0f}s; fix it and rerun -- finished "
-                  "stages are kept and this one resumes", file=sys.stderr)
-            sys.exit(rc)
+            die(f"pipeline: stage '{name}' failed (exit {rc}) after {dt:.0f}s; fix it and rerun -- finished "
+                "stages are kept and this one resumes", rc)
         with open(stamp, "w") as f:
             f.write(f"{dt:.1f}")
         times.append((name, dt, "ran"))

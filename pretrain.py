@@ -17,7 +17,6 @@ Deviations from the paper (GPT-3 is 175B parameters trained on 300B tokens):
 2. Our own byte-level BPE (1024 ranks) trained on the corpus, instead of GPT-2's 50k.
 """
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -25,8 +24,8 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
-                    print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
+from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
+                    resume, rng_state, save_checkpoint, seed_everything)
 from data import DataError, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss, load_probes, probe_accuracy
 from model import GPT, GPTConfig, generate
@@ -69,14 +68,6 @@ class PretrainConfig:
     stop_after: int = 0  # stop (as if interrupted) after this many steps; 0 = never (for testing resume)
 
 
-def lr_at(it, cfg):
-    """Linear warmup, then cosine decay from lr to min_lr at max_iters."""
-    if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / cfg.warmup_iters
-    frac = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * (cfg.lr - cfg.min_lr)
-
-
 def get_tokenizer(cfg, docs):
     if cfg.tokenizer:
         if not os.path.isfile(cfg.tokenizer):
@@ -88,6 +79,42 @@ def get_tokenizer(cfg, docs):
     save_ranks(ranks, path)
     print(f"trained a {len(ranks)}-rank BPE tokenizer in {time.time() - t0:.1f}s -> {path}")
     return Tokenizer(ranks), path
+
+
+def load_data(cfg):
+    """Read and tokenise the text -> (tokenizer, training stream, held-out stream, probes)."""
+    try:
+        docs = read_corpus(cfg.data)
+        held_docs = read_corpus(cfg.heldout) if cfg.heldout else None
+    except DataError as e:
+        die(str(e))
+    if held_docs is None:  # own text without a held-out file: keep the last 5% aside
+        cut = max(1, len(docs) // 20)
+        docs, held_docs = docs[:-cut], docs[-cut:]
+    tok, _ = get_tokenizer(cfg, docs)
+    stream, held = encode_docs(tok, docs), encode_docs(tok, held_docs)
+    if len(stream) <= cfg.train_ctx + 1 or len(held) <= cfg.train_ctx + 1:
+        die(f"{cfg.data}: too little text ({len(stream)} train / {len(held)} held-out tokens) "
+            f"for windows of {cfg.train_ctx} tokens")
+    print(f"data: {len(docs)} docs, {len(stream):,} train tokens, {len(held):,} held-out tokens, "
+          f"vocab {tok.vocab_size}")
+    return tok, stream, held, load_probes(cfg.probes) if cfg.probes else []
+
+
+def show_what_it_learned(model, tok, probes, device):
+    """The fact-completion probes, and three samples from <|endoftext|> (temperature 0.8)."""
+    if probes:
+        acc, rows = probe_accuracy(model, tok, probes, device)
+        print(f"fact-completion accuracy: {acc * 100:.1f}% of {len(probes)} probes")
+        for prefix, answer, got in rows[:3]:
+            print(f"  {prefix!r} -> {got.strip()!r} (answer {answer!r})")
+    print("samples (temperature 0.8):")
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(0) if device != "mps" else None
+    with autocast(device):
+        out = generate(model, [[tok.eot_id]] * 3, 60, tok.eot_id, tok.pad_id, temperature=0.8, generator=g)
+    for r in out["response"].tolist():
+        print("  ---", decode_response(tok, r).replace("\n", " / "))
 
 
 def main():
@@ -102,22 +129,7 @@ def main():
     seed_everything(cfg.seed)
 
     # data -------------------------------------------------------------------------------
-    try:
-        docs = read_corpus(cfg.data)
-        held_docs = read_corpus(cfg.heldout) if cfg.heldout else None
-    except DataError as e:
-        die(str(e))
-    if held_docs is None:  # own text without a held-out file: keep the last 5% aside
-        cut = max(1, len(docs) // 20)
-        docs, held_docs = docs[:-cut], docs[-cut:]
-    tok, tok_path = get_tokenizer(cfg, docs)
-    stream, held = encode_docs(tok, docs), encode_docs(tok, held_docs)
-    if len(stream) <= cfg.train_ctx + 1 or len(held) <= cfg.train_ctx + 1:
-        die(f"{cfg.data}: too little text ({len(stream)} train / {len(held)} held-out tokens) "
-            f"for windows of {cfg.train_ctx} tokens")
-    print(f"data: {len(docs)} docs, {len(stream):,} train tokens, {len(held):,} held-out tokens, "
-          f"vocab {tok.vocab_size}")
-    probes = load_probes(cfg.probes) if cfg.probes else []
+    tok, stream, held, probes = load_data(cfg)
 
     # model + optimizer ------------------------------------------------------------------
     n_layer, n_head, n_embd = SIZES[cfg.size]
@@ -127,16 +139,10 @@ def main():
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
     gen = torch.Generator().manual_seed(cfg.seed)  # drives batch sampling; saved for exact resume
     step = 0
-    if cfg.resume and os.path.isfile(cfg.out):
-        ckpt = load_checkpoint(cfg.out, device)
-        if ckpt.get("stage") != "pretrain":
-            die(f"{cfg.out} is a '{ckpt.get('stage')}' checkpoint, not a pretrain checkpoint")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+    ckpt = resume(cfg.out, "pretrain", device, model, opt) if cfg.resume else None
+    if ckpt:
         gen.set_state(ckpt["data_rng"])
-        set_rng_state(ckpt["rng"])
         step = ckpt["step"]
-        print(f"resumed from {cfg.out} at step {step}")
     print(f"model: {model.num_params() / 1e6:.2f}M parameters ({cfg.size}: {n_layer} layers, {n_head} heads, "
           f"width {n_embd})")
     fwd = torch.compile(model) if cfg.compile else model
@@ -151,8 +157,9 @@ def main():
     model.train()
     bar = tqdm(range(step, cfg.max_iters), initial=step, total=cfg.max_iters, desc="pretrain", dynamic_ncols=True)
     for it in bar:
+        lr = lr_at(it, cfg.max_iters, cfg.lr, cfg.warmup_iters, floor=cfg.min_lr)  # warmup, then cosine to min_lr
         for g in opt.param_groups:
-            g["lr"] = lr_at(it, cfg)
+            g["lr"] = lr
         x, y = get_batch(stream, cfg.batch_size, cfg.train_ctx, gen)
         with autocast(device):
             _, loss = fwd(x.to(device), y.to(device))
@@ -165,7 +172,7 @@ def main():
         step = it + 1
         if step % cfg.log_interval == 0 or step == cfg.max_iters:
             tps = (step - start_step) * cfg.batch_size * cfg.train_ctx / (time.time() - t0)
-            bar.write(log_line(step, cfg.max_iters, loss=loss.item(), lr=lr_at(it, cfg), grad_norm=norm.item(),
+            bar.write(log_line(step, cfg.max_iters, loss=loss.item(), lr=lr, grad_norm=norm.item(),
                                tok_per_s=int(tps)))
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
             val = heldout_loss(model, held, cfg.train_ctx, cfg.batch_size, cfg.eval_batches, device)
@@ -178,20 +185,8 @@ def main():
     bar.close()
 
     # report -----------------------------------------------------------------------------
-    elapsed = time.time() - t0
-    print(f"done: {step} steps in {elapsed:.0f}s | held-out loss {val:.4f} | saved {cfg.out}")
-    if probes:
-        acc, rows = probe_accuracy(model, tok, probes, device)
-        print(f"fact-completion accuracy: {acc * 100:.1f}% of {len(probes)} probes")
-        for prefix, answer, got in rows[:3]:
-            print(f"  {prefix!r} -> {got.strip()!r} (answer {answer!r})")
-    print("samples (temperature 0.8):")
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(0) if device != "mps" else None
-    with autocast(device):
-        out = generate(model, [[tok.eot_id]] * 3, 60, tok.eot_id, tok.pad_id, temperature=0.8, generator=g)
-    for r in out["response"].tolist():
-        print("  ---", decode_response(tok, r).replace("\n", " / "))
+    print(f"done: {step} steps in {time.time() - t0:.0f}s | held-out loss {val:.4f} | saved {cfg.out}")
+    show_what_it_learned(model, tok, probes, device)
 
 
 if __name__ == "__main__":

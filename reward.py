@@ -38,7 +38,6 @@ Deviations from the paper:
 """
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -48,8 +47,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import ddp
-from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
-                    print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
+from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
+                    resume, rng_state, save_checkpoint, seed_everything)
 from data import DataError, load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
@@ -160,31 +159,14 @@ def sft_pairs_only(comps):
     return out
 
 
-class Scorer(torch.nn.Module):
-    """rm.score as a module's forward: DistributedDataParallel syncs gradients through forward."""
-
-    def __init__(self, rm):
-        super().__init__()
-        self.rm = rm
-
-    def forward(self, ids, attn, response_mask):
-        return self.rm.score(ids, attn, response_mask)
-
-
 def pearson(a, b):
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     a, b = a - a.mean(), b - b.mean()
     return (a * b).sum().item() / max(1e-12, math.sqrt((a * a).sum().item() * (b * b).sum().item()))
 
 
-def main():
-    cfg = parse_config(RewardConfig())
-    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
-    print_config(cfg)
-    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # the batch order below uses its own cfg.seed generator
-
-    # 1. RM = SFT trunk + a fresh scalar head (the SFT unembedding is simply not used)
+def reward_model_from(cfg, device):
+    """RM = the SFT trunk + a fresh scalar head (the SFT unembedding is simply not used) -> (rm, tok)."""
     policy, tok, _ = load_policy(cfg.init, device, dropout=0.0)
     rm = ScalarModel(GPTConfig(**asdict(policy.config))).to(device)
     rm.trunk.load_state_dict(policy.state_dict())
@@ -193,9 +175,13 @@ def main():
             rm.lm_coef.fill_(1.0)
     rm.lm_coef.requires_grad_(cfg.lm_feature)  # unused (0) in the paper's RM
     rm.trunk.grad_checkpoint = cfg.grad_checkpoint
-    del policy
-    count = lambda s: len(tok.encode(s))
-    maxlen = rm.trunk.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
+    return rm, tok
+
+
+def load_data(cfg, tok, block_size):
+    """-> (training comparisons, val (training labelers), val (held-out labelers), demonstrations)."""
+    count = lambda s: len(tok.encode(s))  # noqa: E731
+    maxlen = block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
     try:
         comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
         val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []
@@ -208,103 +194,36 @@ def main():
     n_pairs = sum(math.comb(len(c["responses"]), 2) for c in comps)
     print(f"data: {len(comps)} ranked prompts, {n_pairs} pairs; val {len(val)} (training labelers), "
           f"{len(val_h)} (held-out labelers)")
+    return comps, val, val_h, demos
 
-    # 2. batches: whole prompts (paper) or shuffled single pairs (the ablation)
-    rng = random.Random(cfg.seed)
-    if cfg.group_pairs:
-        items = list(range(len(comps)))
-    else:
-        items = [(i, w, l) for i, c in enumerate(comps) for w, l in ranked_pairs(c["ranking"])]
-    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    opt = rm.trunk.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
-    opt.add_param_group({"params": list(rm.head.parameters()) + ([rm.lm_coef] if cfg.lm_feature else []),
-                         "weight_decay": 0.0})
-    epoch, step, history = 0, 0, []
-    last = cfg.out + ".last"
-    if cfg.resume and os.path.isfile(last):
-        ck = load_checkpoint(last, device)
-        rm.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        set_rng_state(ck["rng"])
-        epoch, step, history = ck["epoch"], ck["step"], ck["history"]
-        rng.setstate(ck["py_rng"])
-        print(f"resumed from {last} after epoch {epoch}")
-        if ddp.world() > 1:  # the saved RNG state is rank 0's: give every rank its own again
-            seed_everything(cfg.seed + ddp.rank() + 7919 * step)
 
-    if ddp.world() * cfg.grad_accum > cfg.batch_size:
-        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum "
-            f"({ddp.world()} x {cfg.grad_accum})", 2)
-    scorer = ddp.wrap(Scorer(rm))  # DistributedDataParallel under torchrun
-    scorer = torch.compile(scorer) if cfg.compile else scorer
+def batch_loss(score, tok, comps, items, group_pairs, device):
+    """The mean comparison loss (and pair accuracy) of a list of batch items: prompt indices
+    (group_pairs), or (prompt, winner, loser) triples. `score`: rm.score, or what the training
+    forward goes through (ddp.wrap(rm, "score"))."""
+    if group_pairs:
+        # K forward passes per prompt, all prompts of the batch in one padded forward
+        prompts = [comps[i]["prompt"] for i in items for _ in comps[i]["responses"]]
+        responses = [r for i in items for r in comps[i]["responses"]]
+        scores = score(*rm_batch(tok, prompts, responses, device))  # (N,)
+        groups, off = [], 0
+        for i in items:
+            groups.append((off, comps[i]["ranking"]))
+            off += len(comps[i]["responses"])
+        return comparison_loss(scores.float(), groups)
+    prompts = [comps[i]["prompt"] for i, _, _ in items]
+    s = score(*rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in items] +
+                        [comps[i]["responses"][l] for i, _, l in items], device)).float()
+    return pairwise_loss(s[: len(items)], s[len(items) :])
 
-    def batch_loss(items):
-        """The mean comparison loss (and pair accuracy) of a list of batch items."""
-        if cfg.group_pairs:
-            # K forward passes per prompt, all prompts of the batch in one padded forward
-            prompts = [comps[i]["prompt"] for i in items for _ in comps[i]["responses"]]
-            responses = [r for i in items for r in comps[i]["responses"]]
-            scores = scorer(*rm_batch(tok, prompts, responses, device))  # (N,)
-            groups, off = [], 0
-            for i in items:
-                groups.append((off, comps[i]["ranking"]))
-                off += len(comps[i]["responses"])
-            return comparison_loss(scores.float(), groups)
-        prompts = [comps[i]["prompt"] for i, _, _ in items]
-        s = scorer(*rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in items] +
-                             [comps[i]["responses"][l] for i, _, l in items], device)).float()
-        return pairwise_loss(s[: len(items)], s[len(items) :])
 
-    t0 = time.time()
-    rm.train()
-    while epoch < cfg.epochs:
-        rng.shuffle(items)
-        bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=ddp.no_bar())
-        for b in bar:
-            chunk = items[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            lr = cfg.lr * min((step + 1) / cfg.warmup_steps, 1 - step / total)  # warmup, then linear to 0
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if len(chunk) < ddp.world() * cfg.grad_accum:  # a last scrap too small to give every rank a share
-                continue
-            # this rank's share of the batch, in grad_accum micro-batches, each weighted by its
-            # share of the batch's items (ddp.py: DDP's average of the ranks is then the batch mean)
-            mine = ddp.shard(chunk)
-            micro = ddp.micro_batches(mine, cfg.grad_accum)
-            rank_share = ddp.share(len(mine))
-            opt.zero_grad(set_to_none=True)
-            for j, part in enumerate(micro):
-                with ddp.no_sync(scorer, sync=j == len(micro) - 1):  # ranks average gradients on the last one
-                    with autocast(device):
-                        loss, acc = batch_loss(part)
-                    if not torch.isfinite(loss):
-                        die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
-                    (loss * (len(part) / len(mine) * rank_share)).backward()
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            if step % cfg.log_interval == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
-        epoch += 1
-        if not ddp.is_main():  # rank 0 alone evaluates and writes checkpoints
-            continue
-        tr_acc, tr_loss = evaluate_comparisons(rm, tok, comps[:500], device)
-        v_acc, v_loss = evaluate_comparisons(rm, tok, val, device) if val else (float("nan"),) * 2
-        history.append(dict(epoch=epoch, train_acc=tr_acc, train_loss=tr_loss, val_acc=v_acc, val_loss=v_loss))
-        print(log_line(epoch, cfg.epochs, train_loss=tr_loss, train_acc=tr_acc, val_loss=v_loss, val_acc=v_acc,
-                       elapsed_s=int(time.time() - t0)))
-        save_checkpoint(dict(stage="reward_partial", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
-                             optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
-                             step=step, history=history), last)
-
-    if not ddp.is_main():
-        return ddp.cleanup()
-
-    # 3. normalise: a gain so the SFT policy's samples score with std 1 (Ziegler et al.), then a
-    #    bias so the labelers' demonstrations score mean 0 (the paper). Both go into the head:
-    #    r' = gain * (r - demo_mean) = (gain * w) . h + gain * (b - demo_mean)
+def normalise(rm, tok, comps, demos, device):
+    """
+    Step 3: a gain so the SFT policy's samples score with std 1 (Ziegler et al.), then a bias
+    so the labelers' demonstrations score mean 0 (the paper). Both go into the head:
+        r' = gain * (r - demo_mean) = (gain * w) . h + gain * (b - demo_mean)
+    -> the statistics, printed and stored in the checkpoint.
+    """
     rm.eval()
     stats = dict(demo_mean=float("nan"), demo_std=float("nan"), bias_shift=0.0, gain=1.0)
     # the SFT policy's own samples, which collect.py marks in `sources`; comparisons without
@@ -333,9 +252,15 @@ def main():
     stats["lm_coef"] = rm.lm_coef.item()
     print("normalised: " + " | ".join(f"{k} {v:+.3f}" for k, v in stats.items()) +
           "  (demonstrations mean 0, SFT samples std 1)")
+    return stats
 
-    # 4. report: accuracy vs training labelers, held-out labelers, on all pairs and on pairs of
-    #    SFT samples alone, and the correlation with the gold score (measurement only)
+
+def final_report(rm, tok, val, val_h, device):
+    """
+    Step 4: accuracy against the training labelers and the held-out labelers, on all pairs
+    and on pairs of SFT samples alone, the labelers' own agreement, and the correlation with
+    the gold score (measurement only); prints one held-out prompt's ranking -> the report dict.
+    """
     report = {}
     for name, cs in (("train_labelers", val), ("heldout_labelers", val_h)):
         if cs:
@@ -363,10 +288,88 @@ def main():
     print("reward model on held-out prompts: " + " | ".join(f"{k} {v:.3f}" for k, v in report.items()))
     print("  (paper: 72.4% within the training labelers' group, 69.6% on held-out labelers; two labelers agreed on "
           "72.6% of pairs" + (f"; ours on these pairs: {agree:.1%} of {n_pairs})" if n_pairs else ")"))
-    save_checkpoint(dict(stage="reward", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
-                         config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, history=history,
-                         report=report, **stats), cfg.out)
-    print(f"saved {cfg.out} in {time.time() - t0:.0f}s")
+    return report
+
+
+def main():
+    cfg = parse_config(RewardConfig())
+    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    print_config(cfg)
+    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
+    seed_everything(cfg.seed + ddp.rank())  # the batch order below uses its own cfg.seed generator
+
+    # 1. RM = SFT trunk + a fresh scalar head
+    rm, tok = reward_model_from(cfg, device)
+    comps, val, val_h, demos = load_data(cfg, tok, rm.trunk.config.block_size)
+
+    # 2. batches: whole prompts (paper) or shuffled single pairs (the ablation)
+    rng = random.Random(cfg.seed)
+    if cfg.group_pairs:
+        items = list(range(len(comps)))
+    else:
+        items = [(i, w, l) for i, c in enumerate(comps) for w, l in ranked_pairs(c["ranking"])]
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = rm.trunk.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
+    opt.add_param_group({"params": list(rm.head.parameters()) + ([rm.lm_coef] if cfg.lm_feature else []),
+                         "weight_decay": 0.0})
+    epoch, step, history = 0, 0, []
+    last = cfg.out + ".last"  # the latest epoch, for --resume
+    ck = resume(last, "reward_partial", device, rm, opt) if cfg.resume else None
+    if ck:
+        epoch, step, history = ck["epoch"], ck["step"], ck["history"]
+        rng.setstate(ck["py_rng"])
+        ddp.reseed(cfg.seed, step)  # under torchrun every rank gets its own RNG stream again
+    ddp.check_batch(cfg.batch_size, cfg.grad_accum)
+    score = ddp.wrap(rm, "score")  # rm.score; the training forward goes through it (DDP under torchrun)
+    score = torch.compile(score) if cfg.compile else score
+
+    t0 = time.time()
+    rm.train()
+    while epoch < cfg.epochs:
+        rng.shuffle(items)
+        bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                   disable=ddp.no_bar())
+        for b in bar:
+            chunk = items[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps)  # warmup, then linear to 0
+            micro = ddp.split(chunk, cfg.grad_accum)
+            if not micro:  # a last scrap too small for --grad_accum micro-batches
+                continue
+            # each micro-batch's mean loss weighted by its share of the batch's prompts: the batch mean
+            opt.zero_grad(set_to_none=True)
+            for part, weight, _ in ddp.accumulate(micro, [len(m) for m in micro], score):
+                with autocast(device):
+                    loss, acc = batch_loss(score, tok, comps, part, cfg.group_pairs, device)
+                if not torch.isfinite(loss):
+                    die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
+                (loss * weight).backward()
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            if step % cfg.log_interval == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+        epoch += 1
+        if not ddp.is_main():  # rank 0 alone evaluates and writes checkpoints
+            continue
+        tr_acc, tr_loss = evaluate_comparisons(rm, tok, comps[:500], device)
+        v_acc, v_loss = evaluate_comparisons(rm, tok, val, device) if val else (float("nan"),) * 2
+        history.append(dict(epoch=epoch, train_acc=tr_acc, train_loss=tr_loss, val_acc=v_acc, val_loss=v_loss))
+        print(log_line(epoch, cfg.epochs, train_loss=tr_loss, train_acc=tr_acc, val_loss=v_loss, val_acc=v_acc,
+                       elapsed_s=int(time.time() - t0)))
+        save_checkpoint(dict(stage="reward_partial", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
+                             optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
+                             step=step, history=history), last)
+
+    if ddp.is_main():
+        # 3. normalise the head's scale and offset; 4. report on held-out prompts
+        stats = normalise(rm, tok, comps, demos, device)
+        report = final_report(rm, tok, val, val_h, device)
+        save_checkpoint(dict(stage="reward", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
+                             config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, history=history,
+                             report=report, **stats), cfg.out)
+        print(f"saved {cfg.out} in {time.time() - t0:.0f}s")
     ddp.cleanup()
 
 

@@ -34,7 +34,6 @@ Deviations from the paper:
 """
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -43,13 +42,13 @@ import torch
 from tqdm import tqdm
 
 import ddp
-from common import (autocast, die, get_device, load_checkpoint, log_line, parse_config, precision_name,
-                    print_config, rng_state, save_checkpoint, seed_everything, set_rng_state)
+from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
+                    resume, rng_state, save_checkpoint, seed_everything)
 from data import DataError, has_meta, load_demonstrations, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
-from policy import load_policy, load_reward_model, sample_responses, score_texts
+from policy import load_policy, load_reward_model, sample_responses, score_texts, show_samples
 from tokenizer import render
 
 
@@ -105,13 +104,6 @@ def sft_batch(tok, prompts, responses, device):
     return right_pad(xs, tok.pad_id, device), right_pad(ys, -1, device)
 
 
-def lr_at(step, total, cfg):
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
-
 @torch.no_grad()
 def val_loss(model, tok, demos, batch_size, device):
     model.eval()
@@ -146,6 +138,12 @@ def unseen_token_mask(tok, demos, vocab_size):
     return unseen
 
 
+def freeze_unseen_rows(model, unseen):
+    """Zero the gradient of the embedding rows where `unseen` (V,) is True, in every backward."""
+    model.transformer.wte.weight.register_hook(lambda g: g.masked_fill(unseen[:, None], 0.0))
+    print(f"freezing the embedding rows of {int(unseen.sum())} / {len(unseen)} tokens absent from the demonstrations")
+
+
 def labeler_rating(recs, texts, seed):
     """The training labelers' mean rating (their 1-7 scale plus personal taste and noise) of
     each text: every training labeler rates every sample once. The paper's people did this
@@ -172,19 +170,11 @@ def preference(model, tok, recs, cfg, rm=None):
     return gold, labelers, rm_mean, texts
 
 
-def main():
-    cfg = parse_config(SFTConfig())
-    if cfg.select not in ("preference", "val_loss", "last"):
-        die(f"--select must be preference, val_loss or last; got {cfg.select!r}", 2)
-    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
-    print_config(cfg)
-    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # per-rank dropout masks; the data order below uses cfg.seed alone
-
-    # 1. the policy starts from the base model, with dropout switched on for fine-tuning
-    model, tok, init_ckpt = load_policy(cfg.init, device, dropout=cfg.dropout)
-    model.grad_checkpoint = cfg.grad_checkpoint
-    max_tokens = model.config.block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
+def load_data(cfg, tok, block_size):
+    """The demonstrations, shuffled by --seed and split -> (all, train, val, the val prompts of
+    the preference signal), and the pretraining text -> (held-out stream, ptx stream), each
+    None when not used. May switch --select to val_loss (no world metadata, no RM)."""
+    max_tokens = block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
     try:
         demos = load_demonstrations(cfg.data, max_tokens=max_tokens, count_tokens=lambda s: len(tok.encode(s)))
     except DataError as e:
@@ -201,126 +191,60 @@ def main():
         print(f"note: {cfg.data} has no 'meta' (the world's fields the simulated labelers read): "
               "--select=val_loss")
         cfg.select = "val_loss"
-    rm = load_reward_model(cfg.rm, device)[0] if cfg.rm else None
     try:
         held = encode_docs(tok, read_corpus(cfg.heldout)) if cfg.heldout else None
         ptx = encode_docs(tok, read_corpus(cfg.ptx_data)) if cfg.ptx_data and cfg.ptx_coef > 0 else None
     except DataError as e:
         die(f"{e} (--heldout / --ptx_data: pretraining text; pass --heldout= --ptx_data= to go without)")
-    signal_name = "rm_score" if rm else "labelers"
     print(f"data: {len(train)} train / {len(val)} val demonstrations; preference signal on {len(eval_recs)} "
-          f"held-out prompts ({'RM score' if rm else 'training labelers rating'})" +
+          f"held-out prompts ({'RM score' if cfg.rm else 'training labelers rating'})" +
           (f"; {len(ptx):,} pretraining tokens mixed in (ptx_coef {cfg.ptx_coef})" if ptx is not None else ""))
+    return (demos, train, val, eval_recs), (held, ptx)
 
-    opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
-    if cfg.freeze_unseen:
-        unseen = unseen_token_mask(tok, demos, model.config.vocab_size).to(device)  # (V,)
-        model.transformer.wte.weight.register_hook(lambda g: g.masked_fill(unseen[:, None], 0.0))
-        print(f"freezing the embedding rows of {int(unseen.sum())} / {len(unseen)} tokens absent from the "
-              f"demonstrations")
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    epoch, step, best, best_epoch, history = 0, 0, -float("inf"), 0, []
-    last_path = cfg.out + ".last"
-    if cfg.resume and os.path.isfile(last_path):
-        ck = load_checkpoint(last_path, device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        set_rng_state(ck["rng"])
-        epoch, step, best, history = ck["epoch"], ck["step"], ck["best"], ck["history"]
-        best_epoch = ck["best_epoch"]
-        print(f"resumed from {last_path} after epoch {epoch}")
-        if ddp.world() > 1:  # the saved RNG state is rank 0's: give every rank its own again
-            seed_everything(cfg.seed + ddp.rank() + 7919 * step)
-    wrapped = ddp.wrap(model)  # DistributedDataParallel under torchrun, the model itself otherwise
-    fwd = torch.compile(wrapped) if cfg.compile else wrapped
-    if ddp.world() * cfg.grad_accum > cfg.batch_size:
-        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum "
-            f"({ddp.world()} x {cfg.grad_accum})", 2)
 
-    def ckpt_dict(**extra):
-        return dict(stage="sft", model=model.state_dict(), model_config={**asdict(model.config), "dropout": 0.0},
-                    config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, epoch=epoch, step=step,
-                    history=history, **extra)
+def measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device):
+    """Every epoch: validation loss, held-out corpus loss, labelers' rating (or RM score), gold
+    -> (the history row, the sampled answers)."""
+    gold, labelers, rms, texts = preference(model, tok, eval_recs, cfg, rm)
+    h = dict(epoch=epoch, val_loss=val_loss(model, tok, val, cfg.batch_size, device), labelers=labelers,
+             gold=gold, rm_score=rms)
+    if held is not None:
+        h["corpus_loss"] = heldout_loss(model, held, min(128, model.config.block_size), 16, 8, device)
+    return h, texts
 
-    def measure():
-        """Every epoch: validation loss, held-out corpus loss, labelers' rating, (RM), gold."""
-        gold, labelers, rms, texts = preference(model, tok, eval_recs, cfg, rm)
-        h = dict(epoch=epoch, val_loss=val_loss(model, tok, val, cfg.batch_size, device), labelers=labelers,
-                 gold=gold, rm_score=rms)
-        if held is not None:
-            h["corpus_loss"] = heldout_loss(model, held, min(128, model.config.block_size), 16, 8, device)
-        history.append(h)
-        return h, texts
 
-    # 2. epochs over the demonstrations, loss on response tokens only
-    if epoch == 0 and ddp.is_main():
-        h, _ = measure()
-        print(log_line(0, cfg.epochs, **{k: v for k, v in h.items() if k != "epoch" and v is not None}))
-    t0 = time.time()
-    while epoch < cfg.epochs:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        ptx_gen = torch.Generator().manual_seed(cfg.seed + 1000 + epoch + 7919 * ddp.rank())  # per epoch and rank
-        model.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=ddp.no_bar())
-        for b in bar:
-            chunk = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            if len(chunk) < ddp.world() * cfg.grad_accum:  # a last scrap too small to give every rank a share
-                continue
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, cfg)
-            # this rank's share of the batch, in grad_accum micro-batches; each micro-batch's mean
-            # loss is weighted by its share of the batch's answer tokens (ddp.py: the exact mean)
-            micro = [sft_batch(tok, [d["prompt"] for d in mb], [d["response"] for d in mb], device)
-                     for mb in ddp.micro_batches(ddp.shard(chunk), cfg.grad_accum)]
-            n_tok = [int((y != -1).sum()) for _, y in micro]
-            rank_share = ddp.share(sum(n_tok))
-            opt.zero_grad(set_to_none=True)
-            for j, (x, y) in enumerate(micro):
-                last = j == len(micro) - 1
-                with ddp.no_sync(wrapped, sync=last):  # ranks average gradients on the last one
-                    with autocast(device):
-                        _, sft_loss = fwd(x, y)
-                        loss = sft_loss * (n_tok[j] / max(1, sum(n_tok)) * rank_share)
-                        if ptx is not None and last:  # the pretraining LM loss joins the same step
-                            n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
-                            px, py = get_batch(ptx, n_ptx, min(cfg.ptx_ctx, model.config.block_size), ptx_gen)
-                            _, ptx_loss = fwd(px.to(device), py.to(device))
-                            loss = loss + cfg.ptx_coef * ptx_loss
-                    if not torch.isfinite(loss):
-                        die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last_path}")
-                    loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            if step % cfg.log_interval == 0:
-                bar.set_postfix(loss=f"{sft_loss.item():.3f}")
-        epoch += 1
-        if not ddp.is_main():  # rank 0 alone measures, selects and writes checkpoints
-            continue
+def train_step(model, fwd, opt, tok, micro, ptx, cfg, step, device):
+    """
+    One optimizer step on this process's micro-batches of demonstrations (ddp.split): the
+    loss on the answer tokens, each micro-batch weighted so the step's gradient is that of
+    the mean over all the batch's answer tokens (ddp.accumulate), plus --ptx_coef x the LM
+    loss on pretraining windows (ptx: (token stream, generator), or None) in the same step.
+    `fwd` is the module the training forward goes through. -> the last micro-batch's SFT loss.
+    """
+    batches = [sft_batch(tok, [d["prompt"] for d in mb], [d["response"] for d in mb], device) for mb in micro]
+    n_tokens = [int((y != -1).sum()) for _, y in batches]  # the answer tokens each micro-batch's mean is over
+    opt.zero_grad(set_to_none=True)
+    for (x, y), weight, last in ddp.accumulate(batches, n_tokens, fwd):
+        with autocast(device):
+            _, sft_loss = fwd(x, y)
+            loss = sft_loss * weight  # 1 with one process and one micro-batch
+            if ptx is not None and last:  # the pretraining LM loss joins the same step
+                stream, gen = ptx
+                px, py = get_batch(stream, ddp.per_rank(cfg.ptx_batch_size), min(cfg.ptx_ctx, model.config.block_size),
+                                   gen)
+                _, ptx_loss = fwd(px.to(device), py.to(device))
+                loss = loss + cfg.ptx_coef * ptx_loss
+        if not torch.isfinite(loss):
+            die(f"loss is {loss.item()} at step {step}; last good checkpoint: {cfg.out}.last")
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return sft_loss
 
-        # 3. each epoch: validation loss, corpus loss and the preference signal; keep the best by --select
-        h, texts = measure()
-        bar.write(log_line(epoch, cfg.epochs, train_loss=sft_loss.item(),
-                           **{k: v for k, v in h.items() if k != "epoch" and v is not None},
-                           elapsed_s=int(time.time() - t0)))
-        for r, t in list(zip(eval_recs, texts))[:2]:
-            gold_note = f" (gold {judge(r, t)['score']:.2f})" if "meta" in r else ""
-            print(f"  [{r['category']}] {r['prompt'][:80]!r}\n    -> {t!r}{gold_note}")
-        signal = {"preference": h[signal_name], "val_loss": -h["val_loss"], "last": epoch}[cfg.select]
-        if signal > best:
-            best = signal
-            best_epoch = epoch
-            save_checkpoint(ckpt_dict(selected_by=cfg.select, signal=signal), cfg.out)
-            print(f"  saved {cfg.out} (best {cfg.select} so far)")
-        save_checkpoint(ckpt_dict(optimizer=opt.state_dict(), rng=rng_state(), best=best, best_epoch=best_epoch),
-                        last_path)
 
-    if not ddp.is_main():
-        return ddp.cleanup()
-
-    # 4. the table, and the paper's observation if it appears: val loss rises while preference improves
+def print_table(history, signal_name):
+    """The epochs' measurements, and the paper's observation if it appears: validation loss
+    rises while the preference signal still improves."""
     cols = ["val_loss", "corpus_loss", signal_name, "gold"]
     print("epoch | " + " | ".join(cols) + "   (gold: measurement only)")
     for h in history:
@@ -332,7 +256,87 @@ def main():
         if best_pref["epoch"] > best_loss["epoch"]:
             print(f"as in the paper: validation loss was lowest at epoch {best_loss['epoch']}, "
                   f"but the preference signal kept improving until epoch {best_pref['epoch']}")
-    print(f"done in {time.time() - t0:.0f}s; {cfg.out} holds epoch {best_epoch} (selected by {cfg.select})")
+
+
+def main():
+    cfg = parse_config(SFTConfig())
+    if cfg.select not in ("preference", "val_loss", "last"):
+        die(f"--select must be preference, val_loss or last; got {cfg.select!r}", 2)
+    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    print_config(cfg)
+    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
+    seed_everything(cfg.seed + ddp.rank())  # per-rank dropout masks; the data order below uses cfg.seed alone
+
+    # 1. the policy starts from the base model, with dropout switched on for fine-tuning
+    model, tok, _ = load_policy(cfg.init, device, dropout=cfg.dropout)
+    model.grad_checkpoint = cfg.grad_checkpoint
+    (demos, train, val, eval_recs), (held, ptx) = load_data(cfg, tok, model.config.block_size)
+    rm = load_reward_model(cfg.rm, device)[0] if cfg.rm else None
+    signal_name = "rm_score" if rm else "labelers"
+    opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
+    if cfg.freeze_unseen:
+        freeze_unseen_rows(model, unseen_token_mask(tok, demos, model.config.vocab_size).to(device))
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    epoch, step, best, best_epoch, history = 0, 0, -float("inf"), 0, []
+    last_path = cfg.out + ".last"  # the latest epoch, for --resume (cfg.out holds the best one)
+    ck = resume(last_path, "sft", device, model, opt) if cfg.resume else None
+    if ck:
+        epoch, step, best, best_epoch, history = ck["epoch"], ck["step"], ck["best"], ck["best_epoch"], ck["history"]
+        ddp.reseed(cfg.seed, step)  # under torchrun every rank gets its own dropout masks again
+    fwd = ddp.wrap(model)  # the training forward goes through this (DistributedDataParallel under torchrun)
+    fwd = torch.compile(fwd) if cfg.compile else fwd
+    ddp.check_batch(cfg.batch_size, cfg.grad_accum)
+
+    def ckpt_dict(**extra):
+        return dict(stage="sft", model=model.state_dict(), model_config={**asdict(model.config), "dropout": 0.0},
+                    config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, epoch=epoch, step=step,
+                    history=history, **extra)
+
+    # 2. epochs over the demonstrations, loss on response tokens only
+    if epoch == 0 and ddp.is_main():
+        history.append(measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device)[0])
+        print(log_line(0, cfg.epochs, **{k: v for k, v in history[-1].items() if k != "epoch" and v is not None}))
+    t0 = time.time()
+    while epoch < cfg.epochs:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        ptx_draw = (ptx, ddp.own_generator(cfg.seed + 1000 + epoch)) if ptx is not None else None  # the windows
+        model.train()
+        bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                   disable=ddp.no_bar())
+        for b in bar:
+            micro = ddp.split([train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]], cfg.grad_accum)
+            if not micro:  # a last scrap too small for --grad_accum micro-batches
+                continue
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps, floor=cfg.lr * cfg.min_lr_frac)
+            sft_loss = train_step(model, fwd, opt, tok, micro, ptx_draw, cfg, step, device)
+            step += 1
+            if step % cfg.log_interval == 0:
+                bar.set_postfix(loss=f"{sft_loss.item():.3f}")
+        epoch += 1
+        if not ddp.is_main():  # rank 0 alone measures, selects and writes checkpoints
+            continue
+
+        # 3. each epoch: validation loss, corpus loss and the preference signal; keep the best by --select
+        h, texts = measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device)
+        history.append(h)
+        bar.write(log_line(epoch, cfg.epochs, train_loss=sft_loss.item(),
+                           **{k: v for k, v in h.items() if k != "epoch" and v is not None},
+                           elapsed_s=int(time.time() - t0)))
+        show_samples(eval_recs, texts)
+        signal = {"preference": h[signal_name], "val_loss": -h["val_loss"], "last": epoch}[cfg.select]
+        if signal > best:
+            best, best_epoch = signal, epoch
+            save_checkpoint(ckpt_dict(selected_by=cfg.select, signal=signal), cfg.out)
+            print(f"  saved {cfg.out} (best {cfg.select} so far)")
+        save_checkpoint(ckpt_dict(optimizer=opt.state_dict(), rng=rng_state(), best=best, best_epoch=best_epoch),
+                        last_path)
+
+    # 4. the table, and the paper's observation if it appears
+    if ddp.is_main():
+        print_table(history, signal_name)
+        print(f"done in {time.time() - t0:.0f}s; {cfg.out} holds epoch {best_epoch} (selected by {cfg.select})")
     ddp.cleanup()
 
 

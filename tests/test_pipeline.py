@@ -110,9 +110,11 @@ def test_ppo_resume_continues(quick, tmp_path):
 def test_user_mistakes_give_one_line_errors(quick, tmp_path):
     out, _ = quick
     r = run(["sft.py", "--epochs=two"])
-    assert r.returncode == 2 and "'epochs' expects int" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "'--epochs' expects int" in r.stderr and "Traceback" not in r.stderr
     r = run(["ppo.py", "--klcoef=0.1"])
-    assert r.returncode == 2 and "unknown config key 'klcoef'" in r.stderr
+    assert r.returncode == 2 and "unknown option '--klcoef'" in r.stderr
+    r = run(["dpo.py", "presets/quick.json"])  # preset files are pipeline.py's, not the stages'
+    assert r.returncode == 2 and "unexpected argument 'presets/quick.json'" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi", "responses": ["a", "b"], "ranking": [0, 0], "labeler": "x"}\n')
     r = run(["reward.py", f"--init={out}/sft.pt", f"--data={bad}", "--val=", "--val_heldout=", "--demos="])

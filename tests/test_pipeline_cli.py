@@ -1,10 +1,12 @@
 """pipeline.py's command line without running any stage: --seed reaches every stage, --redo reruns
 from scratch (no --resume), bad arguments are one-line errors."""
 import os
+from dataclasses import fields
 
 import pytest
 
 import pipeline
+from common import _field_comments
 
 
 def plan_args(seed):
@@ -61,13 +63,60 @@ def test_seed_picks_its_own_out_dir_and_world(monkeypatch, tmp_path):
     assert "--out=out/seed1/sft.pt" in by_script["sft.py"]
 
 
-@pytest.mark.parametrize("argv, msg", [(["--seed=x"], "--seed=x"), (["--bogus"], "unknown argument"),
-                                       (["--redo=nope"], "no such stage")])
+@pytest.mark.parametrize("argv, msg", [
+    (["--seed=x"], "'--seed' expects int"), (["--seed=-1"], "--seed=-1: expected a non-negative integer"),
+    (["--bogus"], "unknown option '--bogus' (options: --quick, --seed, --out, --redo, --world, --preset"),
+    (["--seeds=1"], "did you mean seed?"), (["quick"], "unexpected argument 'quick': options are --key=value"),
+    (["--redo=nope"], "--redo=nope: no such stage; stages are world, tokenizer"), (["--redo"], "expected --redo=value"),
+    (["--world=v3"], "--world=v3: expected 'v2'"), (["--preset=gpt3"], "--preset=gpt3: expected 'world'"),
+    (["--init=gpt2_dir"], "--init is an option of --preset=gpt2"), (["--nproc=2"], "--nproc is an option of --preset=gpt2"),
+    (["--preset=gpt2"], "--preset=gpt2 needs --init=, --sft_data=, --comparisons="),
+])
 def test_bad_arguments(monkeypatch, tmp_path, capsys, argv, msg):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         pipeline.main(argv)
-    assert e.value.code == 2 and msg in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "out")  # nothing was started
+
+
+def test_quick_is_a_bare_flag_and_every_option_has_a_comment(monkeypatch, tmp_path, capsys):
+    by_script, calls = run_main(monkeypatch, tmp_path, ["--quick"])
+    assert "--out=out/quick/world" in by_script["data.world"] and "--scale=0.1" in by_script["data.world"]
+    assert by_script["pretrain.py"][-6:-4] == ["--size=small", "--max_iters=60"]  # quick.json's base_large overrides
+    (tmp_path / "again").mkdir()
+    _, same = run_main(monkeypatch, tmp_path / "again", ["--quick=True"])
+    assert same == calls
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    comments = _field_comments(pipeline.PipelineConfig)
+    for f in fields(pipeline.PipelineConfig):
+        assert f"--{f.name}=" in out and comments.get(f.name), f.name
+
+
+def test_gpt2_preset_plan(monkeypatch, tmp_path):
+    """--preset=gpt2: absolute paths (the stages run in the repo root), torchrun for the training
+    stages with --nproc, presets/gpt2.json and then gpt2_quick.json's overrides, PPO-ptx only with
+    --ptx_data."""
+    (tmp_path / "gpt2").mkdir()
+    for f in ("sft.jsonl", "comps.jsonl", "text.txt"):
+        (tmp_path / f).write_text("")
+    args = ["--preset=gpt2", "--init=gpt2", "--sft_data=sft.jsonl", "--comparisons=comps.jsonl", "--out=o"]
+    _, calls = run_main(monkeypatch, tmp_path, args + ["--nproc=2", "--quick", "--ptx_data=text.txt"])
+    by_stage = {next(a for a in c if a.endswith(".py") or a == "data.split"): c for c in calls}
+    assert [c[1:5] for c in calls if c[1] == "-m" and c[2] != "data.split"] == [
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]] * 5  # sft reward dpo ppo ppo_ptx
+    assert set(by_stage) == {"data.split", "sft.py", "reward.py", "dpo.py", "ppo.py", "evaluate.py"}
+    assert f"--init={tmp_path}/gpt2" in by_stage["sft.py"] and f"--ptx_data={tmp_path}/text.txt" in by_stage["sft.py"]
+    sft = by_stage["sft.py"]
+    assert sft.index("--epochs=2") < sft.index("--epochs=1")  # gpt2.json, then gpt2_quick.json: the quick one wins
+    assert sum(c[-1] == "--resume=True" for c in calls) == 5  # sft, reward, dpo, ppo, ppo_ptx
+    _, calls = run_main(monkeypatch, tmp_path, args + ["--redo=split"])
+    assert [c[1] if c[1] != "-m" else c[2] for c in calls] == ["data.split", "sft.py", "reward.py", "dpo.py", "ppo.py",
+                                                                "evaluate.py"]  # no ptx_data: no PPO-ptx, no torchrun
 
 
 def test_every_stage_reads_its_own_world():

@@ -217,3 +217,56 @@ def test_ranking_agreement_by_hand():
     assert ranking_agreement([same, flipped, one_swap]) == (5 / 7, 7)
     agree, n = ranking_agreement([{"ranking": [0, 1]}])
     assert n == 0 and agree != agree  # nan: nothing to measure
+
+
+def test_reward_batch_loss_goes_through_the_given_score(tok):
+    """reward.batch_loss scores every response of its prompts in one forward of `score` (rm.score
+    in one process) and takes the C(K,2) loss of each prompt, or the shuffled-pairs loss."""
+    from reward import batch_loss
+    torch.manual_seed(0)
+    rm = ScalarModel(tiny_cfg(tok)).eval()
+    comps = [{"prompt": "where does anna live?", "responses": ["paris.", "the cat.", "mat"], "ranking": [0, 2, 1]},
+             {"prompt": "cat?", "responses": ["the cat sat.", "where?"], "ranking": [1, 0]}]
+    calls = []
+    score = lambda *a: calls.append(len(a[0])) or rm.score(*a)  # noqa: E731
+    with torch.no_grad():
+        loss, acc = batch_loss(score, tok, comps, [1, 0], True, "cpu")  # prompt 1, then prompt 0
+        s = rm.score(*rm_batch(tok, ["cat?"] * 2 + ["where does anna live?"] * 3,
+                               ["the cat sat.", "where?", "paris.", "the cat.", "mat"], "cpu"))
+        want, want_acc = comparison_loss(s, [(0, [1, 0]), (2, [0, 2, 1])])
+        assert calls == [5] and torch.allclose(loss, want) and acc == want_acc
+        loss, _ = batch_loss(score, tok, comps, [(0, 0, 2), (1, 1, 0)], False, "cpu")  # (prompt, winner, loser)
+        s = rm.score(*rm_batch(tok, ["where does anna live?", "cat?"] * 2, ["paris.", "where?", "mat", "the cat sat."],
+                               "cpu"))
+        assert calls == [5, 4] and torch.allclose(loss, pairwise_loss(s[:2], s[2:])[0])
+
+
+def test_split_in_one_process_and_the_last_scrap():
+    """ddp.split in one process: the batch in n interleaved micro-batches, or [] for a scrap
+    smaller than n (SFT, RM and DPO skip that step)."""
+    import ddp
+    assert ddp.split(list(range(5)), 1) == [[0, 1, 2, 3, 4]]
+    assert ddp.split(list(range(5)), 2) == [[0, 2, 4], [1, 3]]
+    assert ddp.split([7], 2) == [] and ddp.split([], 1) == []
+
+
+def test_sft_and_reward_resume_continue_their_counters(files, tmp_path):
+    """sft.py and reward.py write out.last after every epoch; --resume=True with more epochs
+    picks up the epoch, step and history there (and the RNG state) instead of starting over."""
+    from conftest import run
+    d = files
+    sft = [f"--init={d}/base.pt", f"--data={d}/demos.jsonl", "--batch_size=8", "--ptx_data=", "--heldout=",
+           "--n_eval=2", "--max_new_tokens=4", "--warmup_steps=1", f"--out={tmp_path}/sft.pt"]
+    run("sft.py", sft + ["--epochs=1"])
+    log = run("sft.py", sft + ["--epochs=2", "--resume=True"])
+    last = torch.load(f"{tmp_path}/sft.pt.last", weights_only=True)
+    assert "resumed from" in log and "step 0/2" not in log and "step 2/2" in log
+    assert (last["epoch"], last["step"], [h["epoch"] for h in last["history"]]) == (2, 8, [0, 1, 2])
+    rm = [f"--init={tmp_path}/sft.pt", f"--data={d}/comps.jsonl", "--val=", "--val_heldout=", f"--demos={d}/demos.jsonl",
+          "--batch_size=4", "--warmup_steps=1", f"--out={tmp_path}/rm.pt"]
+    run("reward.py", rm + ["--epochs=1"])
+    log = run("reward.py", rm + ["--epochs=2", "--resume=True"])
+    last = torch.load(f"{tmp_path}/rm.pt.last", weights_only=True)
+    assert "resumed from" in log and "step 1/2" not in log and "step 2/2" in log
+    assert (last["epoch"], last["step"], [h["epoch"] for h in last["history"]]) == (2, 10, [1, 2])
+    assert torch.load(f"{tmp_path}/rm.pt", weights_only=True)["stage"] == "reward"
