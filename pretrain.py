@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
-                    resume, rng_state, save_checkpoint, seed_everything)
+                    resume, rng_state, sampling_generator, save_checkpoint, seed_everything)
 from data import DataError, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss, load_probes, probe_accuracy
 from model import GPT, GPTConfig, generate
@@ -110,7 +110,7 @@ def show_what_it_learned(model, tok, probes, device):
             print(f"  {prefix!r} -> {got.strip()!r} (answer {answer!r})")
     print("samples (temperature 0.8):")
     model.eval()
-    g = torch.Generator(device=device).manual_seed(0) if device != "mps" else None
+    g = sampling_generator(device, 0)
     with autocast(device):
         out = generate(model, [[tok.eot_id]] * 3, 60, tok.eot_id, tok.pad_id, temperature=0.8, generator=g)
     for r in out["response"].tolist():
