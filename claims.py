@@ -194,11 +194,11 @@ def judge_claim(inputs, roles, need, judge):
     """One claim -> (measured, met, note); met=None and a note naming the missing input if
     a role has no model or `judge` finds a number missing."""
     missing = [r for r in need if r not in roles]
+    if missing:
+        return "-", None, "skipped: no model for " + ", ".join(missing)
     try:
-        if missing:
-            raise MissingInput("no model for " + ", ".join(missing))
         return judge(inputs, *[roles[r] for r in need])
-    except MissingInput as e:  # nothing else: a KeyError or TypeError in a judge is a bug
+    except MissingInput as e:  # nothing else: a KeyError or TypeError inside a judge is a bug
         return "-", None, f"skipped: {e}"
 
 
