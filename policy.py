@@ -1,8 +1,8 @@
 """
 What every stage does with a policy or a reward model: load one from a checkpoint (or a
 Hugging Face GPT-2 directory), render (prompt, response) text into a padded batch, score
-it with a reward model at the last token, and sample text from a policy (or from a base
-model given a few-shot Q&A page).
+it with a reward model at the last token, and sample text from a policy. (A base model
+prompted with a few-shot Q&A page, evaluate.py's "prompted" baseline, is fewshot.py.)
 
     model, tok, ckpt = load_policy("out/sft.pt", device, dropout=0.0)
     texts, ended = sample_responses(model, tok, ["Where does Mepol live?"], temperature=0.7)
@@ -16,7 +16,6 @@ import os
 import torch
 
 from common import autocast, die, load_checkpoint, sampling_generator
-from data.world import QA_A, QA_Q
 from data.labelers import judge
 from model import GPT, generate, left_pad, model_from_checkpoint, response_logprobs, right_pad
 from tokenizer import Tokenizer, decode_response, render
@@ -145,54 +144,3 @@ def sample_responses(model, tok, prompts, max_new_tokens=48, temperature=0.7, ba
             ended.append(e)
     model.train(was_training)
     return texts, ended
-
-
-# -----------------------------------------------------------------------------
-# a base model prompted with a few-shot Q&A page (the paper's "prompted GPT-3" baseline)
-
-
-def fewshot_examples(text):
-    """Split a few-shot page into examples, each starting at a "Question: " line."""
-    blocks = []
-    for line in text.splitlines(keepends=True):
-        if line.startswith(QA_Q) or not blocks:
-            blocks.append("")
-        blocks[-1] += line
-    return blocks
-
-
-def qa_prompt(fewshot, prompt):
-    """The prompted base model's input: the few-shot page, then the question, then "Answer:"."""
-    return f"{fewshot}{QA_Q}{prompt}\n{QA_A.rstrip()}"
-
-
-def fit_fewshot(tok, fewshot, prompt, room):
-    """The longest run of leading few-shot examples with which `prompt` fits in `room`
-    tokens -> (prefix, n_examples). Never cut mid-example: that would teach a broken format.
-
-        fit_fewshot(tok, "Question: a\nAnswer: b\nQuestion: c\nAnswer: d\n", "Hi?", 12)
-        -> ("Question: a\nAnswer: b\n", 1)   # if only one example leaves room for "Hi?"
-    """
-    blocks = fewshot_examples(fewshot)
-    for k in range(len(blocks), 0, -1):
-        prefix = "".join(blocks[:k])
-        if len(tok.encode(qa_prompt(prefix, prompt))) <= room:
-            return prefix, k
-    return "", 0
-
-
-@torch.no_grad()
-def sample_prompted(model, tok, prompts, prefixes, max_new_tokens, temperature, seed):
-    """Few-shot prompting of a base model: each prompt after its few-shot page (a list, one
-    per prompt), continue the Q&A page and keep the rest of the "Answer:" line."""
-    device = next(model.parameters()).device
-    model.eval()
-    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
-    ids = [tok.encode(qa_prompt(f, p)) for f, p in zip(prefixes, prompts)]
-    with autocast(device.type):
-        out = generate(model, ids, max_new_tokens, tok.eot_id, tok.pad_id, temperature=temperature, generator=g)
-    texts = []
-    for r, m in zip(out["response"].tolist(), out["response_mask"].tolist()):
-        text = decode_response(tok, r, m)
-        texts.append(text.strip().split("\n", 1)[0].strip())  # then it goes on with the next "Question:"
-    return texts

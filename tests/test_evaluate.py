@@ -1,5 +1,7 @@
-"""evaluate.py: win rates and intervals by hand, the gold-judge counters on real world
-records, the claims table on made-up results, few-shot fitting, and one tiny run of main()."""
+"""evaluate.py and what it calls: win rates and intervals by hand (metrics.py), the
+gold-judge counters on real world records, the claims table on made-up results
+(claims.py: verdicts, notes that name a missing input, bugs that propagate), few-shot
+fitting (fewshot.py), one tiny run of main(), and the report's figures (figures.py)."""
 import json
 import math
 import os
@@ -9,7 +11,9 @@ import sys
 import pytest
 import torch
 
+import claims as C
 import evaluate as E
+import metrics as M
 from data import load_prompts
 from data.kb import VALUE_TYPES, make_kb
 from data.labelers import train_labelers
@@ -34,38 +38,38 @@ def test_win_rate_7_of_10_by_hand():
     #   denom  = 1 + 1.96^2/10                               = 1.38416
     #   center = (0.7 + 1.96^2/20) / denom = 0.89208 / 1.38416 = 0.64449
     #   half   = 1.96 * sqrt(0.021 + 1.96^2/400) / denom      = 0.24772
-    rate, lo, hi = E.win_rate([1.0] * 7 + [0.0] * 3)
+    rate, lo, hi = M.win_rate([1.0] * 7 + [0.0] * 3)
     assert rate == pytest.approx(0.7)
     assert lo == pytest.approx(0.64449 - 0.24772, abs=2e-4)  # 0.3968
     assert hi == pytest.approx(0.64449 + 0.24772, abs=2e-4)  # 0.8922
 
 
 def test_ties_count_half():
-    assert E.win_rate([1, 0.5, 0.5, 0])[0] == pytest.approx(0.5)
-    assert E.win_rate([1, 1, 0.5, 0])[0] == pytest.approx(0.625)
-    rate, lo, hi = E.win_rate([0.5] * 10)  # all ties: exactly even, symmetric interval
+    assert M.win_rate([1, 0.5, 0.5, 0])[0] == pytest.approx(0.5)
+    assert M.win_rate([1, 1, 0.5, 0])[0] == pytest.approx(0.625)
+    rate, lo, hi = M.win_rate([0.5] * 10)  # all ties: exactly even, symmetric interval
     assert rate == 0.5 and lo == pytest.approx(1 - hi)
-    s = E.win_summary([1, 0.5, 0, 0])
+    s = M.win_summary([1, 0.5, 0, 0])
     assert (s["wins"], s["ties"], s["losses"], s["n"]) == (1, 1, 2, 4) and s["rate"] == pytest.approx(0.375)
 
 
 def test_wilson_edges():
-    lo, hi = E.wilson_interval(0.0, 20)
+    lo, hi = M.wilson_interval(0.0, 20)
     assert lo == 0.0 and 0 < hi < 0.2  # 0/20 still leaves room above 0 (unlike p +- z*se)
-    lo, hi = E.wilson_interval(1.0, 20)
+    lo, hi = M.wilson_interval(1.0, 20)
     assert hi == 1.0 and 0.8 < lo < 1
-    assert E.win_rate([1] * 100)[1] > E.win_rate([1] * 10)[1]  # more prompts -> tighter
-    assert all(math.isnan(x) for x in E.win_rate([]))
+    assert M.win_rate([1] * 100)[1] > M.win_rate([1] * 10)[1]  # more prompts -> tighter
+    assert all(math.isnan(x) for x in M.win_rate([]))
 
 
 def test_compare_round_robin_and_identical_answers(world):
     _, recs = world
     recs = recs[:6]
     answers = ["I do not know." for _ in recs]
-    assert E.compare(recs, answers, answers, train_labelers(), random.Random(0)) == [0.5] * 6
+    assert M.compare(recs, answers, answers, train_labelers(), random.Random(0)) == [0.5] * 6
     good = [r["meta"]["gold"] for r in recs]
     bad = ["" for _ in recs]  # an empty answer loses to the reference answer for every labeler
-    assert E.compare(recs, good, bad, train_labelers(), random.Random(0)) == [1.0] * 6
+    assert M.compare(recs, good, bad, train_labelers(), random.Random(0)) == [1.0] * 6
 
 
 # --- gold-judge counters ----------------------------------------------------------------
@@ -82,9 +86,9 @@ def test_truthfulness_counts(world):
     """Trap prompts: unanswerable ones (a text that does not say, an unknown person) and false
     premises. invents counts made-up facts over all of them; says_unknown the unanswerable."""
     _, recs = world
-    unanswerable = [r for r in recs if E.is_unanswerable(r) and r["category"] == "closed_qa"][:4]
+    unanswerable = [r for r in recs if M.is_unanswerable(r) and r["category"] == "closed_qa"][:4]
     premise = [r for r in recs if r["meta"].get("task") == "false_premise"][:1]
-    others = [r for r in recs if r["category"] == "open_qa" and not E.is_trap(r)][:2]
+    others = [r for r in recs if r["category"] == "open_qa" and not M.is_trap(r)][:2]
     assert len(unanswerable) == 4 and premise, "the world should have unanswerable and false-premise prompts"
     p = premise[0]["meta"]
     accepts = f"{p['subject']} lives in {p['premise']}." if p["attr"] == "city" else \
@@ -92,11 +96,11 @@ def test_truthfulness_counts(world):
     sample = unanswerable + premise + others
     responses = ["The text does not say.", "The text does not say.", invented_answer(unanswerable[2]),
                  "Hello there.", accepts, "The text does not say.", "anything"]  # the last two: not counted
-    t = E.truthfulness(sample, responses)
+    t = M.truthfulness(sample, responses)
     assert t["n"] == 5 and t["n_unanswerable"] == 4
     assert t["says_unknown"] == pytest.approx(2 / 4)
     assert t["invents"] == pytest.approx(2 / 5)
-    assert E.truthfulness(others, ["x", "y"])["n"] == 0
+    assert M.truthfulness(others, ["x", "y"])["n"] == 0
 
 
 def test_toxicity_by_tone(world):
@@ -107,7 +111,7 @@ def test_toxicity_by_tone(world):
     responses = (["You grubnik.", "Hello, friend.", "Shut up.", "Sure."]      # respectful: 1 toxic, 2 inappropriate
                  + ["Thanks.", "Ok.", "Fine.", "Yes.", "Nope, mudgrubs."]       # none: 1 toxic
                  + ["You twizzock."] * len(rude))                               # rude prompts: left out
-    t = E.toxicity(resp + none + rude, responses)
+    t = M.toxicity(resp + none + rude, responses)
     assert t["respectful"] == {"n": 4, "toxic": 0.25, "inappropriate": 0.5}
     assert t["none"]["n"] == 5 and t["none"]["toxic"] == pytest.approx(0.2)
 
@@ -119,7 +123,7 @@ def test_axis_rates(world):
     sample = with_c + without
     responses = [r["meta"]["gold"] for r in sample]  # reference answers obey every constraint
     responses[0] = ""  # fails the task and breaks its constraint
-    a = E.axis_rates(sample, responses)
+    a = M.axis_rates(sample, responses)
     assert a["n"] == 5 and a["n_constraint"] == 3
     assert a["ignores_constraint"] == pytest.approx(1 / 3)
     assert a["fails_task"] == pytest.approx(1 / 5)
@@ -160,7 +164,7 @@ def made_up_results(**over):
 
 
 def met_by_claim(results):
-    return {r["claim"]: r["met"] for r in E.claims_table(results)}
+    return {r["claim"]: r["met"] for r in C.claims_table(results)}
 
 
 def test_claims_table_met_and_not_met():
@@ -184,7 +188,7 @@ def test_claims_table_met_and_not_met():
         "PPO raises the reward model's score and the gold score": True,
         "reward over-optimisation without the KL penalty": True,  # RM up; gold 4.0 -> 4.3 -> 3.5
     }
-    assert "75%" in [r for r in E.claims_table(made_up_results()) if "alignment tax" in r["claim"]][0]["measured"]
+    assert "75%" in [r for r in C.claims_table(made_up_results()) if "alignment tax" in r["claim"]][0]["measured"]
 
     r = made_up_results()
     r["models"]["ppo_ptx"]["heldout_loss"] = 2.4  # recovers only 25%
@@ -207,31 +211,88 @@ def test_claims_table_met_and_not_met():
     assert met["PPO-ptx preferred to the base model"] is True
 
 
+def notes_by_claim(results):
+    return {r["claim"]: r["note"] for r in C.claims_table(results) if r["met"] is None}
+
+
 def test_claims_table_skips_missing_models():
     r = made_up_results(roles=dict(base="base", sft="sft", ppo_ptx="ppo_ptx"), ppo_summaries={})
-    rows = E.claims_table(r)
+    rows = C.claims_table(r)
     assert len(rows) == 17  # every claim listed, the impossible ones with a note
     skipped = {row["claim"]: row["note"] for row in rows if row["met"] is None}
-    assert "large_base" in skipped["small PPO-ptx preferred to the large base model"]
-    assert "ppo" in skipped["PPO-ptx pays less alignment tax (held-out LM loss)"]
-    assert "sft_greedy" in skipped["(ours) PPO-ptx preferred to SFT sampled greedily"]
-    assert "skipped" in skipped["reward over-optimisation without the KL penalty"]
+    assert all(row["measured"] == "-" for row in rows if row["met"] is None)
+    assert skipped["small PPO-ptx preferred to the large base model"] == "skipped: no model for large_base"
+    assert skipped["PPO-ptx pays less alignment tax (held-out LM loss)"] == "skipped: no model for ppo"
+    assert skipped["(ours) PPO-ptx preferred to SFT sampled greedily"] == "skipped: no model for sft_greedy"
+    assert skipped["reward over-optimisation without the KL penalty"].startswith(
+        "skipped: no PPO log summary for 'ppo_beta0'")
+    assert skipped["PPO raises the reward model's score and the gold score"].startswith(
+        "skipped: no PPO log summary for 'ppo'")
+    assert "PPO-ptx preferred to SFT" not in skipped  # its models and numbers are all there
     r = made_up_results()
     r["models"]["ppo"]["heldout_loss"] = 2.0  # PPO did not regress: nothing to recover, no verdict
     assert met_by_claim(r)["PPO-ptx pays less alignment tax (held-out LM loss)"] is None
+    assert "nothing measurable to recover" in notes_by_claim(r)["PPO-ptx pays less alignment tax (held-out LM loss)"]
     r["models"]["ppo"]["heldout_loss"] = 2.02  # a regression within the noise: no 900% "recovery" verdict
     assert met_by_claim(r)["PPO-ptx pays less alignment tax (held-out LM loss)"] is None
+
+
+def test_claims_table_names_the_missing_input():
+    """A claim whose models are there but a pair or a number is not says which one."""
+    r = made_up_results()
+    del r["win_rates"]["train"]["ppo_ptx vs bo4"]  # the pair was not judged
+    del r["win_rates"]["heldout"]["ppo_ptx vs sft"]  # nor by the held-out labelers
+    r["win_rates"]["train"]["bo4 vs sft"]["rate"] = float("nan")  # judged on no prompts
+    r["models"]["big"]["probe_acc"] = None  # no probes given
+    del r["models"]["base"]["truthfulness"]  # not measured at all
+    r["models"]["ppo_ptx"]["toxicity"]["respectful"]["n"] = 0  # no prompt asked for respect
+    r["rm_report"] = {}  # evaluated without --rm
+    notes = notes_by_claim(r)
+    assert notes == {
+        "(ours) PPO-ptx preferred to best-of-N by the reward model":
+            "skipped: no win rate for 'ppo_ptx vs bo4' (train labelers)",
+        "held-out labelers agree with training labelers": "skipped: no win rate for 'ppo_ptx vs sft' (heldout labelers)",
+        "(ours) best-of-N by the reward model preferred to SFT": "skipped: no win rate for 'bo4 vs sft' (train labelers)",
+        "(ours) the large base model is the better language model": "skipped: no probe_acc for model 'big'",
+        "says 'the text does not say' instead of inventing": "skipped: no truthfulness for model 'base'",
+        "less toxic when asked to be respectful":
+            "skipped: no prompts asking to be respectful: toxicity.respectful.n is 0 for model 'ppo_ptx'",
+        "the reward model is about as accurate as a second labeler":
+            "skipped: no 'acc_train_labelers' in the reward model's report (rm_report, from --rm's checkpoint)",
+    }
+    assert met_by_claim(r)["PPO-ptx preferred to SFT"] is False  # the train pair is still judged
+
+
+@pytest.mark.parametrize("error", [KeyError, TypeError, ZeroDivisionError, ValueError])
+def test_claims_table_lets_bugs_through(error):
+    """Only a missing input skips a claim: any other exception inside a claim is a bug and
+    propagates (the old table turned KeyError / TypeError / ZeroDivisionError into "skipped")."""
+    def buggy(inputs, a, b):
+        inputs.win(a, b)  # the inputs are there...
+        raise error("a bug in the claim")  # ...and the claim itself breaks
+
+    claims = [("buggy claim", "-", ["ppo_ptx", "sft"], buggy)]
+    with pytest.raises(error, match="a bug in the claim"):
+        C.claims_table(made_up_results(), claims)
+    r = made_up_results()
+    del r["models"]["ppo_ptx"]["truthfulness"]["says_unknown"]  # a malformed measurement, not a missing one
+    with pytest.raises(KeyError, match="says_unknown"):
+        C.claims_table(r)
+    r = made_up_results()
+    r["models"]["base"]["heldout_loss"] = [2.0]  # a list where a number belongs
+    with pytest.raises(TypeError):
+        C.claims_table(r)
 
 
 def test_ppo_summary_smooths_and_drops_warmup():
     rows = [dict(iter=i + 1, phase="value_warmup", rm_score=9.0, gold=9.0, score=9.0) for i in range(3)]
     golds = [4.0, 4.0, 4.0, 4.5, 4.5, 4.5, 3.0, 3.0, 3.0]
     rows += [dict(iter=i + 4, phase="ppo", rm_score=0.1 * i, score=-1.0, gold=g) for i, g in enumerate(golds)]
-    s = E.ppo_summary(rows)
+    s = M.ppo_summary(rows)
     assert abs(s["rm_first"] - 0.1) < 1e-9 and abs(s["rm_last"] - 0.7) < 1e-9  # raw RM score, not "score"
     assert s["gold_first"] == 4.0 and s["gold_peak"] == 4.5 and s["gold_last"] == 3.0 and s["n"] == 9
     assert s["peak_iter"] == 8  # the middle of the best 3-iteration window (iterations 7-9)
-    assert E.ppo_summary(rows[:5]) is None  # too short to say anything
+    assert M.ppo_summary(rows[:5]) is None  # too short to say anything
 
 
 def test_assign_roles_picks_largest_base():
@@ -256,27 +317,27 @@ class ByteTok:
 
 
 def test_fit_fewshot_keeps_whole_examples():
-    import policy as P
+    import fewshot as F
 
     page = "Question: a\nAnswer: b\nQuestion: cc\nAnswer: dd\n"
-    assert P.fewshot_examples(page) == ["Question: a\nAnswer: b\n", "Question: cc\nAnswer: dd\n"]
-    full = len(P.qa_prompt(page, "Hi?"))
-    assert P.fit_fewshot(ByteTok(), page, "Hi?", full) == (page, 2)
-    assert P.fit_fewshot(ByteTok(), page, "Hi?", full - 1) == ("Question: a\nAnswer: b\n", 1)
-    assert P.fit_fewshot(ByteTok(), page, "Hi?", 5) == ("", 0)
-    assert P.qa_prompt("", "Hi?") == "Question: Hi?\nAnswer:"
+    assert F.fewshot_examples(page) == ["Question: a\nAnswer: b\n", "Question: cc\nAnswer: dd\n"]
+    full = len(F.qa_prompt(page, "Hi?"))
+    assert F.fit_fewshot(ByteTok(), page, "Hi?", full) == (page, 2)
+    assert F.fit_fewshot(ByteTok(), page, "Hi?", full - 1) == ("Question: a\nAnswer: b\n", 1)
+    assert F.fit_fewshot(ByteTok(), page, "Hi?", 5) == ("", 0)
+    assert F.qa_prompt("", "Hi?") == "Question: Hi?\nAnswer:"
 
 
 def test_log_points():
     rows = [dict(iter=i + 1, kl=0.1 * i, score=i - 3.0, rm_score=i, eos_rate=0.75, gold=7 - i) for i in range(11)]
-    pts = E.log_points(rows, k=3)
+    pts = M.log_points(rows, k=3)
     assert [p["iter"] for p in pts] == [1, 6, 11]
     # the raw RM score (not the penalised "score"), and the no-EOS rate next to it
-    assert E.log_points(rows[:2], k=6) == [dict(iter=1, kl=0.0, rm_score=0, no_eos=0.25, gold=7),
+    assert M.log_points(rows[:2], k=6) == [dict(iter=1, kl=0.0, rm_score=0, no_eos=0.25, gold=7),
                                            dict(iter=2, kl=0.1, rm_score=1, no_eos=0.25, gold=6)]
     old = [dict(iter=1, kl=0.0, score=2.0, gold=7)]  # a log written before rm_score existed
-    assert E.log_points(old)[0]["rm_score"] == 2.0
-    assert E.log_points([]) == []
+    assert M.log_points(old)[0]["rm_score"] == 2.0
+    assert M.log_points([]) == []
 
 
 # --- one tiny run of main(): random-weight models, a handful of prompts --------------------
@@ -312,6 +373,10 @@ def test_main_tiny(world, tmp_path, monkeypatch):
     assert results["roles"]["ppo_ptx"] == "ptx" and results["models"]["prompted"]["family"] == "prompted"
     assert results["win_rates"]["train"]["sft vs sft"]["rate"] == 0.5  # the reference ties with itself
     assert len(results["claims"]) == 17
+    notes = {c["claim"]: c["note"] for c in results["claims"] if c["met"] is None}
+    assert notes["(ours) PPO-ptx preferred to best-of-N by the reward model"] == "skipped: no model for best_of_n"
+    assert notes["PPO raises the reward model's score and the gold score"].startswith(
+        "skipped: no PPO log summary for 'ppo'")  # 4 iterations: too short
     report = (out / "report.md").read_text()
     for heading in ("Win rate", "Figure 4", "Truthfulness", "Toxicity", "Alignment tax", "Generalisation",
                     "over-optimisation", "Paper claim", "Samples side by side"):
@@ -319,13 +384,13 @@ def test_main_tiny(world, tmp_path, monkeypatch):
     assert "not found, skipped" in report
 
 
-# --- the report's figures (report.make_figures) ---------------------------------------------
+# --- the report's figures (figures.make_figures) --------------------------------------------
 
 
 def figure_results(with_extras=True):
     """A small results dict in evaluate.py's layout, with what the figures read: per model its
     family, params, Figure-4 axes, held-out loss and facts; win rates; PPO log rows."""
-    import report
+    from metrics import pair_key
 
     def w(rate):
         return dict(rate=rate, lo=rate - 0.05, hi=rate + 0.05)
@@ -348,17 +413,17 @@ def figure_results(with_extras=True):
         models["ppo_oracle"] = m("ppo_oracle", 0.9e6, 0.2, 0.81, 0.99)
     names = [n for n in models if n != "sft"]
     return dict(reference="sft", models=models, roles=dict(base="base", sft="sft", sft_greedy="sft_greedy"),
-                win_rates=dict(train={report.pair_key(n, "sft"): w(0.5 + 0.05 * i) for i, n in enumerate(names)},
-                               heldout={report.pair_key(n, "sft"): w(0.45 + 0.05 * i) for i, n in enumerate(names)}),
+                win_rates=dict(train={pair_key(n, "sft"): w(0.5 + 0.05 * i) for i, n in enumerate(names)},
+                               heldout={pair_key(n, "sft"): w(0.45 + 0.05 * i) for i, n in enumerate(names)}),
                 ppo_log_rows=logs)
 
 
 @pytest.mark.parametrize("with_extras", [True, False])
 def test_make_figures_writes_the_four_pngs(tmp_path, with_extras):
     pytest.importorskip("matplotlib")
-    import report
-    note = report.make_figures(figure_results(with_extras), str(tmp_path))
-    for name in report.FIGURES:
+    import figures
+    note = figures.make_figures(figure_results(with_extras), str(tmp_path))
+    for name in figures.FIGURES:
         path = tmp_path / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"![{name}]({name})" in note
@@ -366,21 +431,21 @@ def test_make_figures_writes_the_four_pngs(tmp_path, with_extras):
 
 def test_make_figures_skips_what_results_lack(tmp_path):
     pytest.importorskip("matplotlib")
-    import report
+    import figures
     r = figure_results()
     r["ppo_log_rows"] = {}  # no PPO logs: no over-optimisation figure
     for m in r["models"].values():
         m["heldout_loss"] = None  # no held-out corpus: no alignment-tax figure
         m["axes"].pop("filler", None)
     r["win_rates"]["heldout"] = {}
-    note = report.make_figures(r, str(tmp_path))
+    note = figures.make_figures(r, str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["behaviour.png", "winrate.png"]
     assert "overoptimization" not in note and "alignment_tax" not in note
 
 
 def test_make_figures_without_matplotlib(tmp_path, monkeypatch):
-    import report
+    import figures
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    note = report.make_figures(figure_results(), str(tmp_path))
-    assert note == report.NO_MATPLOTLIB and note.startswith("matplotlib not installed")  # evaluate.py prints it
+    note = figures.make_figures(figure_results(), str(tmp_path))
+    assert note == figures.NO_MATPLOTLIB and note.startswith("matplotlib not installed")  # evaluate.py prints it
     assert os.listdir(tmp_path) == []
