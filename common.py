@@ -72,13 +72,13 @@ def _coerce(key, raw, default):
     return val
 
 
-def parse_config(cfg, argv=None):
+def parse_config(cfg, argv=None, removed=None):
     """
     Apply `--key=value` overrides to the dataclass instance `cfg` (in place) and return it.
     Values are Python literals checked against the type of the default; a bare word is a
     string; a bare `--flag` sets a boolean to True. Later items win. Unknown keys and wrong
     types exit with status 2 and a one-line message naming the key; --help lists the keys
-    with their defaults and comments.
+    with their defaults and comments. removed: {old key: where it went}, for the message.
 
         >>> cfg = parse_config(SFTConfig(), ["--epochs=2", "--lr=3e-4"])
 
@@ -97,6 +97,8 @@ def parse_config(cfg, argv=None):
         if not arg.startswith("--"):
             die(f"unexpected argument '{arg}': options are --key=value (see --help)", 2)
         key, raw = arg[2:].split("=", 1) if "=" in arg else (arg[2:], None)
+        if key in (removed or {}):
+            die(f"option '--{key}' was removed: {removed[key]}", 2)
         if key not in fields:
             close = [k for k in fields if k.startswith(key[:3])]
             hint = (f" (did you mean {', '.join(close)}?)" if close else  # a short list in full (pipeline.py's)

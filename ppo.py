@@ -72,7 +72,7 @@ from data import has_meta
 from data.labelers import judge
 from model import generate, last_token_index, response_logprobs
 from policy import show_samples
-from ppo_utils import check_config, load_data, load_models, log_iteration, reward_function, sampler_error
+from ppo_utils import REMOVED, check_config, load_data, load_models, log_iteration, reward_function, sampler_error
 from tokenizer import decode_responses, render
 
 GRAD_CLIP = 1.0  # max global gradient norm of each optimizer step (policy and value together)
@@ -373,7 +373,7 @@ def rollout_stats(roll):
 
 
 def main():
-    cfg = parse_config(PPOConfig())
+    cfg = parse_config(PPOConfig(), removed=REMOVED)
     check_config(cfg)
     device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
     print_config(cfg)

@@ -20,6 +20,17 @@ from policy import load_policy, load_reward_model
 from tokenizer import decode_responses, render
 
 
+EXERCISE = "it is an exercise now, docs/exercises.md has the lines that add it back"
+REMOVED = {  # PPOConfig's former one-experiment switches: where each went
+    **dict.fromkeys(["adaptive_kl", "kl_target", "kl_horizon", "value_init", "ema", "recompute_logprobs",
+                     "ent_coef", "whiten_rewards", "offload", "grad_checkpoint", "compile"], EXERCISE),
+    "cliprange_value": "--cliprange sets the ratio clip and the value clip (both 0.2, as in the paper)",
+    "gamma": "the bandit has no discount: gamma is 1 (ppo.gae still takes it)",
+    "grad_clip": "fixed at ppo.GRAD_CLIP = 1.0", "ptx_ctx": "fixed at ppo.PTX_CTX = 128 tokens (or the block size)",
+    "sample_interval": "samples and the sampler check come three times per run (every --iters // 3)",
+}
+
+
 def check_config(cfg):
     if cfg.advantage not in ("gae", "rloo") or (cfg.advantage == "rloo" and cfg.samples_per_prompt < 2):
         die(f"--advantage must be 'gae' or 'rloo' (rloo needs --samples_per_prompt >= 2), got {cfg.advantage!r}", 2)

@@ -105,3 +105,12 @@ def test_resume_restores_model_optimizer_and_rng(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         resume(path, "reward_partial", "cpu")
     assert e.value.code == 1 and "is a 'sft' checkpoint, not a 'reward_partial' one" in capsys.readouterr().err
+
+
+def test_a_removed_option_says_where_it_went(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(Cfg(), ["--ema=0.99"], removed={"ema": "an exercise now (docs/exercises.md)"})
+    assert e.value.code == 2 and "option '--ema' was removed: an exercise now" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # without the table it is just unknown
+        parse_config(Cfg(), ["--ema=0.99"])
+    assert "unknown option '--ema'" in capsys.readouterr().err
