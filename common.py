@@ -248,7 +248,8 @@ def resume(path, stage, device, model=None, optimizer=None):
         model.load_state_dict(ck["model"])
     if optimizer is not None:
         optimizer.load_state_dict(ck["optimizer"])
-    set_rng_state(ck["rng"])
+    if "rng" in ck:  # .last files written before a stage saved its RNG state have none
+        set_rng_state(ck["rng"])
     print(f"resumed from {path}")
     return ck
 

@@ -14,7 +14,8 @@ through the environment. Every copy (a "rank"):
   4. takes the same optimizer step from the same averaged gradient, so the replicas stay
      identical without ever exchanging weights.
 Rank 0 alone writes checkpoints and logs (`is_main`). A per-rank seed (`seed + rank`)
-gives each rank its own dropout masks and pretraining windows.
+gives each rank its own dropout masks; `own_generator` and `data_generator` give each rank
+its own pretraining windows (SFT's and PPO-ptx's).
 
 The stages meet this file at a few named points, each of which does nothing in one process:
   setup / cleanup / is_main        join and leave; only rank 0 prints and saves
@@ -176,7 +177,8 @@ class _Method(torch.nn.Module):
 def wrap(model, method=None):
     """DistributedDataParallel around `model` under torchrun; in one process the model itself
     (or its bound `method`, e.g. wrap(rm, "score") -> rm.score). The training forward must go
-    through what this returns (that is how DDP knows a backward follows), once per backward."""
+    through what this returns (that is how DDP knows a backward follows); with DDP's default
+    settings two forwards before one backward (an answer batch and the ptx windows) are fine."""
     if world() == 1:
         return model if method is None else getattr(model, method)
     device = next(model.parameters()).device

@@ -97,7 +97,7 @@ def stages(out, world, seed=0, world_name="v2"):
         ("ppo_beta0", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt",
                             f"--prompts={world}/ppo_prompts.jsonl", "--kl_coef=0.0", "--lr=6e-4", "--iters=20", f"--out={out}/ppo_beta0.pt"],
          True),
-        # ORACLE diagnostic: PPO-ptx with the gold judge as its reward (ppo.py deviation 9). It shows
+        # ORACLE diagnostic: PPO-ptx with the gold judge as its reward (ppo.py deviation 6). It shows
         # what RL can reach on this world with a perfect reward; no other stage reads it.
         ("ppo_oracle", py + ["ppo.py", f"--policy={out}/sft.pt", f"--rm={out}/rm.pt", "--reward=gold",
                              f"--prompts={world}/ppo_prompts.jsonl", f"--ptx_data={world}/corpus_train.txt",

@@ -8,10 +8,11 @@ model scores it, the episode ends. The paper maximises
     objective(phi) = E_(x,y)~pi_RL [ r_theta(x, y) - beta * log( pi_RL(y|x) / pi_SFT(y|x) ) ]
                    + gamma_ptx * E_x~D_pretrain [ log pi_RL(x) ]
 
-with PPO. One iteration is three calls, its steps numbered as in the code:
-  `rollout`      1. a batch of prompts  2. responses (KV cache, EOS)  3. reward-model scores
-  `advantages`   4. per-token KL penalty + score at the end  5. GAE, returns, whitening
-  `ppo_update`   6. PPO epochs: clipped policy + value losses  7. the ptx term in the same step
+with PPO. One iteration of `main` picks 1. a batch of prompts, then makes three calls,
+their steps numbered as in the code:
+  `rollout`               2. responses (KV cache, EOS)  3. reward-model scores
+  `compute_advantages`    4. per-token KL penalty + score at the end  5. GAE, returns, whitening
+  `ppo_update`            6. PPO epochs: clipped policy + value losses  7. the ptx term in the same step
 
     python ppo.py                                    # plain PPO: out/sft.pt + out/rm.pt -> out/ppo.pt
     python ppo.py --ptx_coef=1.0 --out=out/ppo_ptx.pt   # PPO-ptx (--kl_coef=0: watch the RM get gamed)
@@ -50,9 +51,8 @@ behind each: docs/experiments.md, sections 3, 4 and 9):
    policy finds its blind spots (polite openers, then worse content); a larger beta keeps
    the policy where the RM is right more often.
 6. Add, a diagnostic no real project has: --reward=gold scores with the world's noise-free
-   gold judge, (gold - 4) / 2 to about the RM's scale: what RL reaches here with a perfect
-   reward, i.e. how much of the gap is the RM's fault. Its config, log lines and report
-   row say ORACLE; nothing in the real pipeline is chosen by it.
+   gold judge ((gold - 4) / 2: the RM's scale): how much of the gap is the RM's fault. Its
+   config, log lines and report row say ORACLE; nothing in the real pipeline is chosen by it.
 """
 
 import math
@@ -76,7 +76,6 @@ from ppo_utils import REMOVED, check_config, load_data, load_models, log_iterati
 from tokenizer import decode_responses, render
 
 GRAD_CLIP = 1.0  # max global gradient norm of each optimizer step (policy and value together)
-PTX_CTX = 128  # tokens per pretraining window of the ptx term (at most the model's block size)
 
 
 @dataclass
@@ -255,7 +254,7 @@ def rollout(policy, ref, value, prompt_ids, reward_fn, cfg, tok, generator, samp
                 scores=scores, rm_raw=rm_raw)
 
 
-def advantages(roll, cfg, total=lambda t: t):
+def compute_advantages(roll, cfg, total=lambda t: t):
     """
     Steps 4-5: the per-token KL reward, GAE (or RLOO) advantages, whitened, and the value
     targets. Adds rewards, kl, advantages, returns (each (B, R)) to the rollout dict `roll`.
@@ -317,9 +316,10 @@ def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
     value_only = it < cfg.value_warmup
     policy.train()  # dropout is 0 in PPO: this states the intent more than it changes anything
     device, mask, B = roll["tokens"].device, roll["mask"], len(roll["tokens"])
-    mb_size = cfg.minibatch_size // ddp.world()  # this rank's rollouts per optimizer step
+    mb_size = ddp.per_rank(cfg.minibatch_size)  # rollouts per optimizer step (this rank's, under torchrun)
     steps_per_iter = cfg.ppo_epochs * math.ceil(B / mb_size)
-    stats, step = [], 0
+    mb_stats, step = [], 0
+    # 6. PPO epochs over shuffled minibatches: one optimizer step each, policy and value together
     for epoch in range(cfg.ppo_epochs):
         perm = torch.randperm(B)  # global torch RNG: seeded, and saved in the checkpoint
         for s in range(0, B, mb_size):
@@ -336,7 +336,7 @@ def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
                 st["ptx_loss"] = torch.zeros((), device=device)
                 if cfg.ptx_coef > 0 and ptx is not None and not value_only and last:
                     stream, ctx, gen = ptx
-                    n_ptx = max(1, cfg.ptx_batch_size // ddp.world())  # windows per rank
+                    n_ptx = ddp.per_rank(cfg.ptx_batch_size)  # windows (this rank's share)
                     x, y = get_batch(stream, n_ptx, ctx, ddp.data_generator(gen))
                     with autocast(device.type):
                         _, st["ptx_loss"] = policy(x.to(device), y.to(device))
@@ -345,14 +345,14 @@ def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
                     raise FloatingPointError("non-finite loss (" + ", ".join(f"{k} {v.item()}" for k, v in st.items())
                                              + ")")
                 loss.backward()
-                stats.append({k: v.detach().float() for k, v in st.items()})  # read back once, after the epochs
+                mb_stats.append({k: v.detach().float() for k, v in st.items()})  # read back once, after the epochs
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], GRAD_CLIP)
             opt.step()
-    out = {k: torch.stack([st[k] for st in stats]).mean().item() for k in stats[0]
+    out = {k: torch.stack([st[k] for st in mb_stats]).mean().item() for k in mb_stats[0]
            if k not in ("ratio_max", "ratio_err")}
     if not value_only:  # the first minibatch of the first epoch: the ratio must be exactly 1
-        out.update(ratio_max=torch.stack([st["ratio_max"] for st in stats]).max().item(),
-                   ratio_start_err=stats[0]["ratio_err"].item())
+        out.update(ratio_max=torch.stack([st["ratio_max"] for st in mb_stats]).max().item(),
+                   ratio_start_err=mb_stats[0]["ratio_err"].item())
     return out
 
 
@@ -374,8 +374,8 @@ def rollout_stats(roll):
 
 def main():
     cfg = parse_config(PPOConfig(), removed=REMOVED)
-    check_config(cfg)
     device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    check_config(cfg)  # after setup: it checks the batch divides over the ranks
     print_config(cfg)
     print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
     seed_everything(cfg.seed + ddp.rank())  # per-rank minibatch order; rollouts share one generator (below)
@@ -384,7 +384,7 @@ def main():
     recs, ptx_stream = load_data(cfg, tok, policy.config.block_size)
     reward_fn, oracle, gold_known = reward_function(cfg, rm, tok, device), cfg.reward == "gold", has_meta(recs)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the rollouts' (and ptx windows') random numbers
-    ptx = (ptx_stream, min(PTX_CTX, policy.config.block_size), gen) if ptx_stream is not None else None
+    ptx = (ptx_stream, policy.config.block_size // 2, gen) if ptx_stream is not None else None  # half-context windows
     rng, start, history = random.Random(cfg.seed), 0, []
     ck = resume(cfg.out, "ppo", device, policy, opt) if cfg.resume else None
     if ck:
@@ -402,11 +402,11 @@ def main():
         chosen = rng.sample(recs, min(cfg.batch_size // k, len(recs)))
         first, stop = ddp.shard_range(len(chosen))
         batch = [r for r in chosen[first:stop] for _ in range(k)]
-        t0 = clock(device)
-        prompt_ids, score = [render(tok, r["prompt"])[0] for r in batch], lambda out: reward_fn(out, batch)
+        t0, prompt_ids = clock(device), [render(tok, r["prompt"])[0] for r in batch]
         sampling = ddp.sampling(gen, first * k, len(chosen) * k)  # one process: {}
+        score = lambda out: reward_fn(out, batch)  # noqa: E731  the RM (or the ORACLE) on this batch
         roll = rollout(policy, ref, value, prompt_ids, score, cfg, tok, gen, sampling)
-        advantages(roll, cfg, total=ddp.all_sum)  # whitened over every rank's rollouts
+        roll = compute_advantages(roll, cfg, total=ddp.all_sum)  # whitened over every rank's rollouts
         stats = rollout_stats(roll)
         if it == start or (it + 1) % every == 0:  # measures only: the old log-probs stay the sampler's
             stats["sample_lp_err"] = sampler_error(policy, roll, cfg)
@@ -415,7 +415,7 @@ def main():
             stats.update(ppo_update(train_policy, train_value, opt, roll, cfg, it, ptx))
         except FloatingPointError as e:
             die(f"iteration {it + 1}: {e}; stopping. The last good checkpoint is {cfg.out}")
-        stats.update(kl_coef=cfg.kl_coef, t_rollout=t1 - t0, t_update=clock(device) - t1)
+        stats.update(kl_coef=cfg.kl_coef, t_rollout=t1 - t0, t_update=clock(device) - t1)  # rollout: steps 2-5
         stats = ddp.all_mean(stats)  # logged numbers: the mean over ranks
         if not all(math.isfinite(v) for v in stats.values()):
             die(f"iteration {it + 1}: non-finite statistics {stats}; the last good checkpoint is {cfg.out}")
@@ -431,7 +431,7 @@ def main():
         log_iteration(stats, it, cfg.iters, log_path, bar.write, lp_tol)
         if it == 0 or (it + 1) % every == 0:
             show_samples(batch, texts, [f"score {roll['scores'][i].item():+.2f}, kl {roll['kl'][i].sum().item():.2f}"
-                                        for i in range(2)], write=bar.write)
+                                        for i in range(min(2, len(batch)))], write=bar.write)
         # atomic checkpoint after every good iteration: an interrupted run loses at most one
         save_checkpoint(dict(stage="ppo", model=policy.state_dict(), model_config=asdict(policy.config),
                              tokenizer=tok.to_dict(), config=asdict(cfg), value_model=value.state_dict(),
@@ -442,7 +442,7 @@ def main():
         h0, h1 = history[0], history[-1]
         print(f"done in {time.time() - t_start:.0f}s: RM score {h0['score']:+.3f} -> {h1['score']:+.3f} | "
               f"KL {h1['kl']:.3f}" + (f" | gold {h0['gold']:.3f} -> {h1['gold']:.3f}" if "gold" in h1 else "")
-              + f" | saved {cfg.out}, {log_path}")
+              + f" | saved {cfg.out}, log {log_path}")
     ddp.cleanup()
 
 

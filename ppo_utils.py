@@ -26,7 +26,8 @@ REMOVED = {  # PPOConfig's former one-experiment switches: where each went
                      "ent_coef", "whiten_rewards", "offload", "grad_checkpoint", "compile"], EXERCISE),
     "cliprange_value": "--cliprange sets the ratio clip and the value clip (both 0.2, as in the paper)",
     "gamma": "the bandit has no discount: gamma is 1 (ppo.gae still takes it)",
-    "grad_clip": "fixed at ppo.GRAD_CLIP = 1.0", "ptx_ctx": "fixed at ppo.PTX_CTX = 128 tokens (or the block size)",
+    "grad_clip": "fixed at ppo.GRAD_CLIP = 1.0",
+    "ptx_ctx": "the ptx windows are half the model's context (128 tokens for the world's models)",
     "sample_interval": "samples and the sampler check come three times per run (every --iters // 3)",
 }
 

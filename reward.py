@@ -319,6 +319,7 @@ def main():
     if ck:
         epoch, step, history = ck["epoch"], ck["step"], ck["history"]
         rng.setstate(ck["py_rng"])
+        items = ck.get("items", items)  # each epoch shuffles the previous epoch's order further
         ddp.reseed(cfg.seed, step)  # under torchrun every rank gets its own RNG stream again
     ddp.check_batch(cfg.batch_size, cfg.grad_accum)
     score = ddp.wrap(rm, "score")  # rm.score; the training forward goes through it (DDP under torchrun)
@@ -360,7 +361,7 @@ def main():
                        elapsed_s=int(time.time() - t0)))
         save_checkpoint(dict(stage="reward_partial", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
                              optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
-                             step=step, history=history), last)
+                             step=step, history=history, items=items), last)
 
     if ddp.is_main():
         # 3. normalise the head's scale and offset; 4. report on held-out prompts

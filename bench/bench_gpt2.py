@@ -118,7 +118,7 @@ def rm_step(cfg, device):
 def ppo_step(cfg, device):
     import copy
 
-    from ppo import PPOConfig, advantages, ppo_update, rollout
+    from ppo import PPOConfig, compute_advantages, ppo_update, rollout
     policy = GPT(gpt_config(cfg.size)).to(device)
     policy.grad_checkpoint = cfg.grad_checkpoint
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -142,7 +142,7 @@ def ppo_step(cfg, device):
     def step():
         sync(device)
         t0 = time.perf_counter()
-        roll = advantages(rollout(policy, ref, value, prompts, reward_fn, pcfg, tok, gen), pcfg)
+        roll = compute_advantages(rollout(policy, ref, value, prompts, reward_fn, pcfg, tok, gen), pcfg)
         sync(device)
         t1 = time.perf_counter()
         ppo_update(policy, value, opt, roll, pcfg, 0)

@@ -133,7 +133,7 @@ def build_models(cfg, device, tmp):
 
 
 def ours_step(cfg, m, prompts, device, check=False):
-    from ppo import PPOConfig, advantages, ppo_update, rollout
+    from ppo import PPOConfig, compute_advantages, ppo_update, rollout
     from ppo_utils import sampler_error
     pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs,
                      samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False,
@@ -151,7 +151,7 @@ def ours_step(cfg, m, prompts, device, check=False):
 
     def step():
         t0 = now(device)
-        roll = advantages(rollout(m.policy, m.ref, m.value, prompts, reward_fn, pcfg, tok, gen), pcfg)
+        roll = compute_advantages(rollout(m.policy, m.ref, m.value, prompts, reward_fn, pcfg, tok, gen), pcfg)
         if check:
             sampler_error(m.policy, roll, pcfg)
         ppo_update(m.policy, m.value, opt, roll, pcfg, 0)

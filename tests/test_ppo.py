@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig, ScalarModel
-from ppo import (PPOConfig, advantages, gae, k3, kl_rewards, learning_rates, masked_mean, masked_whiten,
+from ppo import (PPOConfig, compute_advantages, gae, k3, kl_rewards, learning_rates, masked_mean, masked_whiten,
                  policy_loss, ppo_update, rloo_advantages, rollout, rollout_stats, value_loss)
 from ppo_utils import sampler_error
 
@@ -127,7 +127,7 @@ def tiny_ppo_run(iters=3, batch_size=16, max_new_tokens=5, check_sampler=True, *
     gen = torch.Generator().manual_seed(0)
     history = []
     for it in range(iters):
-        roll = advantages(rollout(policy, ref, value, [[1, 2, 3]] * batch_size, toy_reward, ppo_cfg, Tok, gen),
+        roll = compute_advantages(rollout(policy, ref, value, [[1, 2, 3]] * batch_size, toy_reward, ppo_cfg, Tok, gen),
                           ppo_cfg)
         stats = rollout_stats(roll)
         if check_sampler:
@@ -207,7 +207,7 @@ def test_value_warmup_moves_only_the_value_model():
                                lr=ppo_cfg.lr)
         gen = torch.Generator().manual_seed(0)
         for it in its:
-            roll = advantages(rollout(policy, ref, value, [[1, 2, 3]] * 16, reward_fn, ppo_cfg, Tok, gen), ppo_cfg)
+            roll = compute_advantages(rollout(policy, ref, value, [[1, 2, 3]] * 16, reward_fn, ppo_cfg, Tok, gen), ppo_cfg)
             stats = ppo_update(policy, value, opt, roll, ppo_cfg, it)
         return stats, roll
 
@@ -229,3 +229,16 @@ def test_rloo_advantages_by_hand():
     # k = 3: 6 - mean(0, 3) = 4.5; 0 - mean(6, 3) = -4.5; 3 - mean(6, 0) = 0
     assert torch.allclose(rloo_advantages(torch.tensor([6.0, 0.0, 3.0]), 3), torch.tensor([4.5, -4.5, 0.0]))
     assert rloo_advantages(torch.randn(12), 4).view(3, 4).sum(1).abs().max() < 1e-5  # zero-sum within a prompt
+
+
+def test_check_config_divides_the_batch_over_the_ranks(monkeypatch, capsys):
+    """Under torchrun (here 3 ranks, faked) a batch whose prompts or minibatch do not divide over
+    the ranks stops with a clear error: unequal shares would leave the ranks out of step."""
+    import ddp
+    from ppo_utils import check_config
+    check_config(PPOConfig())  # one process: 16 prompts, minibatch 16
+    monkeypatch.setattr(ddp, "world", lambda: 3)
+    with pytest.raises(SystemExit) as e:
+        check_config(PPOConfig())
+    assert e.value.code == 2 and "with 3 ranks" in capsys.readouterr().err
+    check_config(replace(PPOConfig(), batch_size=48, minibatch_size=12))  # 12 prompts, minibatch 12: fine
