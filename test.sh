@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need, then run them (offline, CPU, ~4 minutes on 2 cores).
+# Install what the tests need, then run them (offline, CPU, ~5 minutes on 2 cores).
 #   bash test.sh                 # the whole suite
 #   bash test.sh tests/test_ppo.py -k gae
 set -euo pipefail
