@@ -380,7 +380,7 @@ def main():
     print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
     seed_everything(cfg.seed + ddp.rank())  # per-rank minibatch order; rollouts share one generator (below)
     policy, ref, rm, value, opt, tok = load_models(cfg, device)
-    train_policy, train_value = ddp.wrap(policy), ddp.wrap(value)  # the training forward goes through these
+    train_policy, train_value = ddp.wrap(policy), ddp.wrap(value)  # one process: policy and value themselves
     recs, ptx_stream = load_data(cfg, tok, policy.config.block_size)
     reward_fn, oracle, gold_known = reward_function(cfg, rm, tok, device), cfg.reward == "gold", has_meta(recs)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the rollouts' (and ptx windows') random numbers
@@ -400,7 +400,7 @@ def main():
     for it in bar:
         # 1. a batch of prompts (one seed: the same on every rank), k answers each; each rank answers its block
         chosen = rng.sample(recs, min(cfg.batch_size // k, len(recs)))
-        first, stop = ddp.shard_range(len(chosen))
+        first, stop = ddp.shard_range(len(chosen))  # one process: 0, len(chosen)
         batch = [r for r in chosen[first:stop] for _ in range(k)]
         t0, prompt_ids = clock(device), [render(tok, r["prompt"])[0] for r in batch]
         sampling = ddp.sampling(gen, first * k, len(chosen) * k)  # one process: {}
