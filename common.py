@@ -200,8 +200,8 @@ def lr_at(step, total, peak, warmup=0, floor=None):
 
         lr_at(0, 10, 1.0, warmup=2) -> 0.5;  lr_at(5, 10, 1.0) -> 0.5;  lr_at(10, 10, 1.0, floor=0.1) -> 0.1
     """
-    ramp = (step + 1) / warmup if step < warmup else 1.0
     if floor is None:
+        ramp = (step + 1) / warmup if step < warmup else 1.0
         return peak * min(ramp, 1 - step / total)
     if step < warmup:
         return peak * (step + 1) / warmup  # not peak * ramp: that rounds differently (nanoGPT's form)

@@ -67,9 +67,9 @@ from tqdm import tqdm
 import ddp
 from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
                     resume, rng_state, save_checkpoint, seed_everything)
-from data import DataError, load_comparisons
+from data import load_comparisons
 from model import response_logprobs
-from policy import load_policy, logprob_texts, pair_batch, ranked_pairs, sample_responses, show_samples
+from policy import load_fitting, load_policy, logprob_texts, pair_batch, ranked_pairs, sample_responses, show_samples
 
 
 @dataclass
@@ -180,13 +180,8 @@ def flatten(comps):
 
 def load_data(cfg, tok, block_size):
     """-> (training comparisons, held-out comparisons)."""
-    count = lambda s: len(tok.encode(s))  # noqa: E731
-    maxlen = block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
-    try:
-        comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
-        val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []
-    except DataError as e:
-        die(str(e))
+    comps = load_fitting(load_comparisons, cfg.data, tok, block_size)
+    val = load_fitting(load_comparisons, cfg.val, tok, block_size) if cfg.val else []
     if cfg.max_comparisons:
         comps = comps[: cfg.max_comparisons]
     n_pairs = sum(math.comb(len(c["responses"]), 2) for c in comps)

@@ -503,8 +503,8 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
       ended     (B,) bool: emitted EOS before max_new_tokens
     temperature=0 is greedy (logprobs then computed at temperature 1).
     uniforms: see sample_next; all_done(done) -> bool: may the batch stop (default: every
-    row has ended). A caller whose batch is one block of a larger batch (ppo.py under
-    torchrun, via ddp.sampling) passes both, to draw what the whole batch would draw.
+    row has ended). A caller whose batch is one block of a larger batch passes both, to
+    draw the random numbers the whole batch would draw.
     """
     device = next(model.parameters()).device
     idx, attn_mask = left_pad(prompts, pad_id, device)  # (B, P)

@@ -16,6 +16,7 @@ import os
 import torch
 
 from common import autocast, die, load_checkpoint, sampling_generator
+from data import DataError
 from data.labelers import judge
 from model import GPT, generate, left_pad, model_from_checkpoint, response_logprobs, right_pad
 from tokenizer import Tokenizer, decode_response, render
@@ -52,6 +53,17 @@ def load_reward_model(path, device="cpu"):
         die(f"{path}: expected a reward-model checkpoint (stage 'reward'), got {ckpt.get('stage')!r}")
     model = model_from_checkpoint(ckpt)
     return model.to(device).eval(), ckpt
+
+
+def load_fitting(loader, path, tok, block_size):
+    """loader(path) -- data.load_demonstrations or data.load_comparisons -- keeping the records
+    whose rendered prompt + answer fit in block_size tokens (room left for <|user|>,
+    <|assistant|> and the final EOT). A malformed file stops the stage with the loader's
+    one-line message (file, line, key)."""
+    try:
+        return loader(path, max_tokens=block_size - 3, count_tokens=lambda s: len(tok.encode(s)))
+    except DataError as e:
+        die(str(e))
 
 
 def show_samples(recs, texts, notes=(), k=2, write=print):

@@ -49,10 +49,10 @@ from tqdm import tqdm
 import ddp
 from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
                     resume, rng_state, save_checkpoint, seed_everything)
-from data import DataError, load_comparisons, load_demonstrations
+from data import load_comparisons, load_demonstrations
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
-from policy import load_policy, ranked_pairs, rm_batch, score_texts
+from policy import load_fitting, load_policy, ranked_pairs, rm_batch, score_texts
 
 
 @dataclass
@@ -180,15 +180,10 @@ def reward_model_from(cfg, device):
 
 def load_data(cfg, tok, block_size):
     """-> (training comparisons, val (training labelers), val (held-out labelers), demonstrations)."""
-    count = lambda s: len(tok.encode(s))  # noqa: E731
-    maxlen = block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
-    try:
-        comps = load_comparisons(cfg.data, max_tokens=maxlen, count_tokens=count)
-        val = load_comparisons(cfg.val, max_tokens=maxlen, count_tokens=count) if cfg.val else []
-        val_h = load_comparisons(cfg.val_heldout, max_tokens=maxlen, count_tokens=count) if cfg.val_heldout else []
-        demos = load_demonstrations(cfg.demos, max_tokens=maxlen, count_tokens=count) if cfg.demos else []
-    except DataError as e:
-        die(str(e))
+    comps = load_fitting(load_comparisons, cfg.data, tok, block_size)
+    val = load_fitting(load_comparisons, cfg.val, tok, block_size) if cfg.val else []
+    val_h = load_fitting(load_comparisons, cfg.val_heldout, tok, block_size) if cfg.val_heldout else []
+    demos = load_fitting(load_demonstrations, cfg.demos, tok, block_size) if cfg.demos else []
     if cfg.max_comparisons:
         comps = comps[: cfg.max_comparisons]
     n_pairs = sum(math.comb(len(c["responses"]), 2) for c in comps)

@@ -48,7 +48,7 @@ from data import DataError, has_meta, load_demonstrations, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
-from policy import load_policy, load_reward_model, sample_responses, score_texts, show_samples
+from policy import load_fitting, load_policy, load_reward_model, sample_responses, score_texts, show_samples
 from tokenizer import render
 
 
@@ -174,11 +174,7 @@ def load_data(cfg, tok, block_size):
     """The demonstrations, shuffled by --seed and split -> (all, train, val, the val prompts of
     the preference signal), and the pretraining text -> (held-out stream, ptx stream), each
     None when not used. May switch --select to val_loss (no world metadata, no RM)."""
-    max_tokens = block_size - 3  # room for <|user|>, <|assistant|> and the final EOT
-    try:
-        demos = load_demonstrations(cfg.data, max_tokens=max_tokens, count_tokens=lambda s: len(tok.encode(s)))
-    except DataError as e:
-        die(str(e))
+    demos = load_fitting(load_demonstrations, cfg.data, tok, block_size)
     if cfg.max_demos:
         demos = demos[: cfg.max_demos]
     random.Random(cfg.seed).shuffle(demos)
