@@ -6,6 +6,7 @@ summaries of ppo.py's logs that show reward over-optimisation.
 
     prefs = compare(recs, answers_a, answers_b, train_labelers(), random.Random(0))  # 1 / 0.5 / 0
     win_summary(prefs)  # {"rate", "lo", "hi", "n", "wins", "ties", "losses"}
+    expected_win(recs, answers_a, answers_b, train_labelers())  # the same rate without the coin flips
     axis_rates(recs, answers), truthfulness(recs, answers), toxicity(recs, answers)
 """
 
@@ -14,7 +15,7 @@ import math
 import os
 import random
 
-from data.labelers import judge, prefer
+from data.labelers import judge, prefer, utility
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -70,6 +71,23 @@ def compare(recs, responses_a, responses_b, labelers, rng):
             for i, (r, a, b) in enumerate(zip(recs, responses_a, responses_b))]
 
 
+def expected_win(recs, responses_a, responses_b, labelers):
+    """The rate `compare` averages to over endless draws of the labelers' noise: prompt i's
+    labeler prefers a with probability sigmoid((u_a - u_b) / noise), because the difference
+    of two Gumbel draws of scale `noise` is logistic with that scale. One evaluation's coin
+    flips move the measured rate by a few points (the Wilson interval counts them); this
+    number does not move with them, only with the answers."""
+    total = 0.0
+    for i, (r, a, b) in enumerate(zip(recs, responses_a, responses_b)):
+        lab = labelers[i % len(labelers)]
+        if a == b:
+            total += 0.5
+            continue
+        z = (utility(r, a, lab) - utility(r, b, lab)) / lab["noise"]
+        total += 1 / (1 + math.exp(-max(-50.0, min(50.0, z))))
+    return total / len(recs) if recs else float("nan")
+
+
 def win_summary(prefs):
     rate, lo, hi = win_rate(prefs)
     return dict(rate=rate, lo=lo, hi=hi, n=len(prefs), wins=sum(p == 1.0 for p in prefs),
@@ -84,7 +102,8 @@ def win_rates(pairs, recs, responses, groups, seed):
     for g, labs in groups.items():
         for a, b in pairs:
             rng = random.Random(f"{seed}|{g}|{a}|{b}")
-            out[g][pair_key(a, b)] = win_summary(compare(recs, responses[a], responses[b], labs, rng))
+            out[g][pair_key(a, b)] = dict(win_summary(compare(recs, responses[a], responses[b], labs, rng)),
+                                          expected=expected_win(recs, responses[a], responses[b], labs))
     return out
 
 

@@ -87,10 +87,10 @@ def main_table(results):
     for name, m in results["models"].items():
         w = wr["train"].get(pair_key(name, ref))
         rows.append([name, FAMILY_LABEL.get(m["family"], m["family"]), f"{m['params'] / 1e6:.2f}M",
-                     num(m["mean_gold"], ".2f"), pct_ci(w), pct_ci(wr["heldout"].get(pair_key(name, ref))),
-                     wins_ties(w) if name != ref else "-"])
+                     num(m["mean_gold"], ".2f"), pct_ci(w), pct((w or {}).get("expected")),
+                     pct_ci(wr["heldout"].get(pair_key(name, ref))), wins_ties(w) if name != ref else "-"])
     return md_table(["model", "family", "params", "mean gold score (1-7)", f"win vs {ref} (training labelers)",
-                     f"win vs {ref} (held-out labelers)", "wins / ties / losses (decisive only)"], rows)
+                     "expected", f"win vs {ref} (held-out labelers)", "wins / ties / losses (decisive only)"], rows)
 
 
 def kl_and_dpo_tables(results):
@@ -202,7 +202,9 @@ def render_report(results):
            f"every model sampled at temperature {cfg['temperature']}, seed {cfg['seed']}, at most "
            f"{cfg['max_new_tokens']} new tokens. Win rate = mean per-prompt preference of one labeler "
            "(round-robin over the group) between the model's answer and the reference's answer; a tie "
-           "(identical answers) counts 0.5. 95% intervals: Wilson score interval on that mean.", ""]
+           "(identical answers) counts 0.5. 95% intervals: Wilson score interval on that mean. 'Expected': "
+           "the same rate averaged over the labelers' noise (metrics.expected_win), which one evaluation's "
+           "coin flips do not move; the answers' own sampling still does.", ""]
     out += win_rate_tables(results)
     out += kl_and_dpo_tables(results)
     out += gold_judge_tables(results["models"])

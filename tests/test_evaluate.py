@@ -72,6 +72,21 @@ def test_compare_round_robin_and_identical_answers(world):
     assert M.compare(recs, good, bad, train_labelers(), random.Random(0)) == [1.0] * 6
 
 
+def test_expected_win_is_the_mean_over_the_labelers_noise(world):
+    _, recs = world
+    recs = recs[:40]
+    good = [r["meta"]["gold"] for r in recs]
+    padded = [g + " I hope this helps." for g in good]  # a filler: a small, sure loss of quality
+    labs = train_labelers()
+    expected = M.expected_win(recs, good, padded, labs)
+    draws = [M.compare(recs, good, padded, labs, random.Random(s)) for s in range(200)]
+    sampled = sum(map(sum, draws)) / (200 * len(recs))
+    assert 0.55 < expected < 0.9  # a preference, not a certainty
+    assert expected == pytest.approx(sampled, abs=0.01)  # 200 x 40 draws: std ~0.005 (fixed seeds)
+    assert M.expected_win(recs, good, good, labs) == 0.5
+    assert M.expected_win(recs, padded, good, labs) == pytest.approx(1 - expected)
+
+
 # --- gold-judge counters ----------------------------------------------------------------
 
 
