@@ -387,6 +387,9 @@ def test_main_tiny(world, tmp_path, monkeypatch):
     assert results["n_prompts"] == 10 and set(results["models"]) == {"base", "prompted", "sft", "ptx"}
     assert results["roles"]["ppo_ptx"] == "ptx" and results["models"]["prompted"]["family"] == "prompted"
     assert results["win_rates"]["train"]["sft vs sft"]["rate"] == 0.5  # the reference ties with itself
+    assert results["win_rates"]["train"]["sft vs sft"]["expected"] == 0.5
+    assert 0.0 <= results["win_rates"]["heldout"]["base vs sft"]["expected"] <= 1.0
+    assert "| expected |" in (out / "report.md").read_text()
     assert len(results["claims"]) == 17
     notes = {c["claim"]: c["note"] for c in results["claims"] if c["met"] is None}
     assert notes["(ours) PPO-ptx preferred to best-of-N by the reward model"] == "skipped: no model for best_of_n"
