@@ -99,6 +99,8 @@ def says_unknown(inputs, ppo_ptx, base):
     tp, tb = inputs.model(ppo_ptx, "truthfulness"), inputs.model(base, "truthfulness")
     if not tp["n"]:
         raise MissingInput(f"no trap prompts: truthfulness.n is 0 for model '{ppo_ptx}'")
+    if not tp.get("n_unanswerable", tp["n"]):  # trap prompts, but none unanswerable: nothing to abstain on
+        raise MissingInput(f"no unanswerable prompts: truthfulness.n_unanswerable is 0 for model '{ppo_ptx}'")
     sp, sb = tp["says_unknown"], tb["says_unknown"]
     ratio = f"{sp / sb:.1f}x" if sb > 0 else "base never does"
     return (f"PPO-ptx {sp:.1%} vs base {sb:.1%} ({ratio}, n={tp.get('n_unanswerable', tp['n'])}); invents "

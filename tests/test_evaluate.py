@@ -278,6 +278,13 @@ def test_claims_table_names_the_missing_input():
     assert met_by_claim(r)["PPO-ptx preferred to SFT"] is False  # the train pair is still judged
 
 
+def test_claims_table_skips_abstaining_without_unanswerable_prompts():
+    r = made_up_results()
+    r["models"]["ppo_ptx"]["truthfulness"].update(n_unanswerable=0, says_unknown=float("nan"))  # traps, none unanswerable
+    assert notes_by_claim(r)["says 'the text does not say' instead of inventing"] == (
+        "skipped: no unanswerable prompts: truthfulness.n_unanswerable is 0 for model 'ppo_ptx'")
+
+
 @pytest.mark.parametrize("error", [KeyError, TypeError, ZeroDivisionError, ValueError])
 def test_claims_table_lets_bugs_through(error):
     """Only a missing input skips a claim: any other exception inside a claim is a bug and
