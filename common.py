@@ -8,6 +8,8 @@ Plumbing every stage shares, kept in one place so the stage files stay about RLH
   and picking up an interrupted run where it stopped
 - `die`: a user mistake ends with one clear line and a non-zero exit, not a traceback
 - `log_line`: the one fixed-format line per logging step
+- `ddp_setup` / `sync_gradients` / `ddp_mean` / `ddp_cleanup`: the few lines a stage needs to
+  run as N processes under torchrun (each does nothing in one process: skip them on a first read)
 
 Nothing here knows about GPTs or RL.
 """
@@ -22,9 +24,11 @@ import re
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 
 def die(msg, code=1):
@@ -72,13 +76,13 @@ def _coerce(key, raw, default):
     return val
 
 
-def parse_config(cfg, argv=None, removed=None):
+def parse_config(cfg, argv=None):
     """
     Apply `--key=value` overrides to the dataclass instance `cfg` (in place) and return it.
     Values are Python literals checked against the type of the default; a bare word is a
     string; a bare `--flag` sets a boolean to True. Later items win. Unknown keys and wrong
     types exit with status 2 and a one-line message naming the key; --help lists the keys
-    with their defaults and comments. removed: {old key: where it went}, for the message.
+    with their defaults and comments.
 
         >>> cfg = parse_config(SFTConfig(), ["--epochs=2", "--lr=3e-4"])
 
@@ -97,8 +101,6 @@ def parse_config(cfg, argv=None, removed=None):
         if not arg.startswith("--"):
             die(f"unexpected argument '{arg}': options are --key=value (see --help)", 2)
         key, raw = arg[2:].split("=", 1) if "=" in arg else (arg[2:], None)
-        if key in (removed or {}):
-            die(f"option '--{key}' was removed: {removed[key]}", 2)
         if key not in fields:
             close = [k for k in fields if k.startswith(key[:3])]
             hint = (f" (did you mean {', '.join(close)}?)" if close else  # a short list in full (pipeline.py's)
@@ -167,25 +169,6 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def rng_state():
-    """All RNG states as weights_only-safe types, for exact resume."""
-    st = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    np_st = np.random.get_state()
-    st["numpy"] = [np_st[0], torch.from_numpy(np_st[1].astype(np.int64)), *np_st[2:]]
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st):
-    random.setstate(st["python"])
-    torch.set_rng_state(st["torch"])
-    n = st["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
 # -----------------------------------------------------------------------------
 # the learning-rate schedule
 
@@ -234,10 +217,11 @@ def load_checkpoint(path, map_location="cpu"):
 def resume(path, stage, device, model=None, optimizer=None):
     """
     Continue an interrupted run: if `path` exists, load it (it must be a `stage` checkpoint),
-    put its weights into `model`, its state into `optimizer` and its RNG streams back in
-    place, and return the dict (the stage reads its own counters from it); else None.
-    Stages write this file after every epoch, interval or iteration, so --resume=True
-    loses at most that much work.
+    put its weights into `model` and its state into `optimizer`, and return the dict (the
+    stage reads its own counters from it); else None. Stages write this file after every
+    epoch, interval or iteration, so --resume=True loses at most that much work. The global
+    random streams start afresh: a resumed run continues the same training, not the same
+    random numbers.
     """
     if not os.path.isfile(path):
         return None
@@ -248,8 +232,6 @@ def resume(path, stage, device, model=None, optimizer=None):
         model.load_state_dict(ck["model"])
     if optimizer is not None:
         optimizer.load_state_dict(ck["optimizer"])
-    if "rng" in ck:  # .last files written before a stage saved its RNG state have none
-        set_rng_state(ck["rng"])
     print(f"resumed from {path}")
     return ck
 
@@ -262,3 +244,63 @@ def log_line(step, total, **metrics):
             v = f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
         parts.append(f"{k} {v}")
     return " | ".join(parts)
+
+
+# -----------------------------------------------------------------------------
+# several processes under torchrun, the nanoGPT way: a few calls at setup, at the gradient
+# step and at the end, each of which does nothing in one process.
+#
+#   torchrun --nproc_per_node=4 sft.py ...                  # 4 GPUs (NCCL), one per process
+#   torchrun --nproc_per_node=2 sft.py --device=cpu ...     # 2 CPU processes (gloo)
+#
+# Every process (a "rank") holds a whole copy of the model and trains on its own share of
+# each batch, its random numbers seeded with seed + rank. Before each optimizer step the
+# ranks average their gradients (`sync_gradients`), so every copy takes the same step and
+# the copies stay equal. Rank 0 alone prints, evaluates and saves. A run on N ranks is the
+# one-process run in expectation, not bit for bit (as in nanoGPT and CleanRL).
+
+
+def ddp_setup(device):
+    """Join the process group when started by torchrun -> (device, rank, world_size):
+    NCCL with one GPU per rank (cuda:LOCAL_RANK), gloo on the CPU. One process: (device, 0, 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return device, 0, 1
+    if device.startswith("cuda"):
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(device)
+    # an hour: the other ranks wait in a collective while rank 0 alone evaluates and saves
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=1))
+    if dist.get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # one copy of the logs (errors still reach stderr)
+    return device, dist.get_rank(), world_size
+
+
+def sync_gradients(params):
+    """Average each gradient over the ranks, so that every rank takes the same optimizer step.
+    (DistributedDataParallel does the same during backward, in buckets that overlap with it;
+    written out it is this loop.) Every rank must have run the same parameters."""
+    if not dist.is_initialized():
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)  # the sum over the ranks ...
+            p.grad /= dist.get_world_size()  # ... -> the mean
+
+
+def ddp_mean(stats):
+    """{name: number} -> the same names averaged over the ranks, for the logs."""
+    if not dist.is_initialized():
+        return stats
+    keys = sorted(stats)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors only
+    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {**stats, **{k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}}
+
+
+def ddp_cleanup():
+    """Leave the group together: a rank that left while rank 0 still saved took gloo down."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -24,7 +24,7 @@ the loss the mean over its pairs, every prompt weighing the same.
     python dpo.py --max_comparisons=32 --batch_size=4 --val= --n_samples=1   # tiny
     python dpo.py --beta=0.5 --out=out/dpo_beta05.pt            # a shorter leash: stays closer to SFT
     python dpo.py --resume=True
-    torchrun --nproc_per_node=2 dpo.py --device=cpu             # data parallel (ddp.py), N processes
+    torchrun --nproc_per_node=2 dpo.py --device=cpu             # data parallel: 2 processes (common.ddp_setup)
 
 The data are the reward model's, every pair of out/comparisons.jsonl, and they are
 off-policy: most answers are SFT samples, but every prompt also holds one labeler
@@ -46,9 +46,8 @@ Deviations from the DPO paper (InstructGPT has no DPO):
    Plackett-Luce loss for rankings, not used here).
 2. Optimiser: AdamW at lr 1e-4 (SFT's / 10), warmup then linear decay to 0, 8 prompts
    (~140 pairs) per step, 1 epoch; the paper: RMSprop at 1e-6, 64 pairs, 150 warmup steps,
-   for models of 1B+ parameters (ours: ~1M). On data of the default run's size (1,350
-   ranked prompts, 24k pairs: 169 steps) that took 0.87x the time of reward.py on the same
-   data and CPU thread (162 s vs 185 s, a busy machine): ~55 s beside the RM's 61 s.
+   for models of 1B+ parameters (ours: ~1M). It costs about what reward.py costs on the
+   same data (docs/benchmarks.md has the stage times).
 3. Data: the RM's off-policy comparisons (above); the paper sampled its pairs from the SFT
    model (or used a public preference set).
 4. The reference log-probs are computed in every step (one no-grad forward), not once ahead
@@ -64,12 +63,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import ddp
-from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
-                    resume, rng_state, save_checkpoint, seed_everything)
-from data import load_comparisons
+from common import (autocast, ddp_cleanup, ddp_mean, ddp_setup, die, get_device, log_line, lr_at, parse_config,
+                    precision_name, print_config, resume, save_checkpoint, seed_everything, sync_gradients)
+from data import load_comparisons, ranked_pairs
 from model import response_logprobs
-from policy import load_fitting, load_policy, logprob_texts, pair_batch, ranked_pairs, sample_responses, show_samples
+from policy import load_fitting, load_policy, logprob_texts, pair_batch, sample_responses, show_samples
 
 
 @dataclass
@@ -91,7 +89,6 @@ class DPOConfig:
     max_comparisons: int = 0  # use only the first N comparisons (0 = all)
     log_interval: int = 20  # steps per log line (and per write of out.last)
     eval_interval: int = 0  # also measure the val pairs every N steps (0 = at the start and the end only)
-    stop_after: int = 0  # stop after N steps, as an interruption would (0 = run to the end); then --resume
     n_samples: int = 3  # prompts (val, else train) answered by SFT and by the policy at the end
     max_new_tokens: int = 48
     temperature: float = 0.7  # sampling temperature of those answers
@@ -136,7 +133,7 @@ def ranked_dpo_loss(logps, ref_logps, n_tokens, groups, beta):
     logps, ref_logps, n_tokens: (N,) for every answer, prompt after prompt; groups: per
     prompt (offset of its first answer, its ranking best first), as reward.py's loss takes.
     Returns (loss = mean over prompts of the mean over its pairs, sums: statistics summed
-    over prompts and pairs, so that steps, ranks and the val set add up exactly).
+    over prompts and pairs, so that the steps of a log interval and the val set add up exactly).
     """
     pairs, weights = [], []
     for offset, ranking in groups:
@@ -191,30 +188,34 @@ def load_data(cfg, tok, block_size):
 
 def batch_loss(fwd, ref, tok, recs, beta, device):
     """The DPO loss of a list of comparisons -> (loss, sums): every answer to every prompt in ONE
-    padded forward of the policy (through `fwd`; K per prompt, not 2 C(K,2)) and one of the reference."""
+    padded forward of the policy (`fwd`: it, or it compiled; K per prompt, not 2 C(K,2)) and one
+    of the reference."""
     prompts, answers, groups = flatten(recs)
     tokens, attn, P, mask = pair_batch(tok, prompts, answers, device)  # (N, P + R) x 2, P, (N, R)
     with autocast(device):
         # a sequence's log-prob is the sum over its answer tokens (and the EOT), nothing else
-        logps = (response_logprobs(fwd, tokens, attn, P).float() * mask).sum(1)  # (N,), through DDP
+        logps = (response_logprobs(fwd, tokens, attn, P).float() * mask).sum(1)  # (N,)
         with torch.no_grad():
             ref_logps = (response_logprobs(ref, tokens, attn, P).float() * mask).sum(1)  # (N,)
     return ranked_dpo_loss(logps, ref_logps, mask.sum(1), groups, beta)
 
 
-def train_step(policy, fwd, ref, opt, tok, micro, sums, cfg, step, device):
-    """One optimizer step on this process's micro-batches of comparisons (ddp.split), each
-    micro-batch's mean loss weighted by its share of the batch's prompts, so the step's
-    gradient is that of the mean over the batch (ddp.accumulate). `fwd`: the module the
-    training forward goes through. Adds the step's statistics to `sums`."""
+def train_step(policy, fwd, ref, opt, tok, recs, sums, cfg, step, device):
+    """One optimizer step on this rank's comparisons `recs`, in --grad_accum micro-batches (each
+    loss / grad_accum: gradients add up over the loop). `fwd`: the policy, or it compiled.
+    Adds the step's statistics to `sums`."""
     opt.zero_grad(set_to_none=True)
-    for part, weight, _ in ddp.accumulate(micro, [len(m) for m in micro], fwd):
+    for micro in range(cfg.grad_accum):
+        part = recs[micro :: cfg.grad_accum]
+        if not part:  # an epoch's last batch may not fill every micro-batch
+            continue
         loss, s = batch_loss(fwd, ref, tok, part, cfg.beta, device)
         if not torch.isfinite(loss):
             die(f"loss is {loss.item()} at step {step}; last good checkpoint: {cfg.out}.last")
-        (loss * weight).backward()
+        (loss / cfg.grad_accum).backward()
         for k in SUM_KEYS:
             sums[k] += s[k]
+    sync_gradients(policy.parameters())  # under torchrun: the mean over the ranks (one process: nothing)
     torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     opt.step()
 
@@ -252,17 +253,18 @@ def main():
     cfg = parse_config(DPOConfig())
     if not cfg.beta > 0:
         die(f"--beta must be positive (the implicit reward is beta * log pi / pi_SFT), got {cfg.beta}", 2)
-    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    device, rank, world = ddp_setup(get_device(cfg.device))  # one process: (device, 0, 1)
+    if cfg.batch_size < world * cfg.grad_accum:
+        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum ({world} x {cfg.grad_accum})", 2)
     print_config(cfg)
-    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # only the final samples are random; the data order has its own seed
+    print(f"device {device} | precision {precision_name(device)} | ranks {world}")
+    seed_everything(cfg.seed + rank)  # only the final samples are random; the data order has its own seed
 
     # 1. policy and frozen reference both start from SFT, dropout off in both
     policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)
     policy.grad_checkpoint = cfg.grad_checkpoint
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     comps, val = load_data(cfg, tok, policy.config.block_size)
-    ddp.check_batch(cfg.batch_size, cfg.grad_accum)
     steps_per_epoch = math.ceil(len(comps) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = policy.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
@@ -271,37 +273,34 @@ def main():
     ck = resume(last, "dpo_partial", device, policy, opt) if cfg.resume else None
     if ck:
         start, history = ck["step"], ck["history"]
-        ddp.reseed(cfg.seed, start)
-    fwd = ddp.wrap(policy)  # the training forward goes through this (DistributedDataParallel under torchrun)
-    fwd = torch.compile(fwd) if cfg.compile else fwd
+    fwd = torch.compile(policy) if cfg.compile else policy  # the training forward goes through this
     val_prompts, val_answers, _ = flatten(val)  # the reference's log-probs of the val answers: computed once
-    val_ref = logprob_texts(ref, tok, val_prompts, val_answers, device)[0] if val and ddp.is_main() else None
-    if start == 0 and ddp.is_main() and val:  # step 0: policy == reference, loss log 2, accuracy 1/2
+    val_ref = logprob_texts(ref, tok, val_prompts, val_answers, device)[0] if val and rank == 0 else None
+    if start == 0 and rank == 0 and val:  # step 0: policy == reference, loss log 2, accuracy 1/2
         history.append(dict(step=0, **val_stats(policy, tok, val, val_ref, cfg.beta, device)))
         print(log_line(0, total, **{k: v for k, v in history[-1].items() if k != "step"}))
 
     # 2. steps over the comparisons: the same seeded order on every rank, each takes its share
     t0 = time.time()
     policy.train()
-    sums, order, done = dict.fromkeys(SUM_KEYS, 0.0), None, start
-    bar = tqdm(range(start, total), initial=start, total=total, desc="dpo", dynamic_ncols=True, disable=ddp.no_bar())
+    sums, order = dict.fromkeys(SUM_KEYS, 0.0), None
+    bar = tqdm(range(start, total), initial=start, total=total, desc="dpo", dynamic_ncols=True, disable=rank > 0)
     for step in bar:
         epoch, b = divmod(step, steps_per_epoch)
-        if order is None or b == 0:  # one permutation per epoch: a resumed run continues it exactly
+        if order is None or b == 0:  # one permutation per epoch: a resumed run continues it
             order = torch.randperm(len(comps), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps)  # warmup, then linear to 0
-        micro = ddp.split([comps[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]], cfg.grad_accum)
-        if micro:  # else a last scrap too small for --grad_accum micro-batches
-            train_step(policy, fwd, ref, opt, tok, micro, sums, cfg, step, device)
+        batch = [comps[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+        if len(batch) >= world * cfg.grad_accum:  # else an epoch's last scrap, too small to share: all ranks skip it
+            train_step(policy, fwd, ref, opt, tok, batch[rank::world], sums, cfg, step, device)  # my share
         done = step + 1
 
-        # 3. log: this interval's pairs on every rank; the val pairs; a checkpoint to resume from
-        if done % cfg.log_interval == 0 or done == total or done == cfg.stop_after:
-            every = ddp.all_sum(torch.tensor([sums[k] for k in SUM_KEYS], dtype=torch.float64))
-            h = dict(step=done, **summarise(dict(zip(SUM_KEYS, every.tolist()))))
+        # 3. log: this interval's pairs (averaged over the ranks); the val pairs; a checkpoint to resume from
+        if done % cfg.log_interval == 0 or done == total:
+            h = dict(step=done, **summarise(ddp_mean(sums)))
             sums = dict.fromkeys(SUM_KEYS, 0.0)
-            if ddp.is_main():  # rank 0 alone measures, logs and writes checkpoints
+            if rank == 0:  # rank 0 alone measures, logs and writes checkpoints
                 if done == total or (cfg.eval_interval and done % cfg.eval_interval == 0):
                     h.update(val_stats(policy, tok, val, val_ref, cfg.beta, device))
                 history.append(h)
@@ -309,13 +308,9 @@ def main():
                                    lr=opt.param_groups[0]["lr"], elapsed_s=int(time.time() - t0)))
                 save_checkpoint(dict(stage="dpo_partial", model=policy.state_dict(), optimizer=opt.state_dict(),
                                      model_config=asdict(policy.config), config=asdict(cfg), step=done,
-                                     history=history, rng=rng_state()), last)
-        if done == cfg.stop_after:
-            break
+                                     history=history), last)
     bar.close()
-    if ddp.is_main() and cfg.stop_after and done < total:
-        print(f"stopped after step {done} of {total} (--stop_after); --resume=True continues from {last}")
-    elif ddp.is_main():
+    if rank == 0:
         # 4. a few answers: SFT's and the policy's to the same prompts
         show_answers(ref, policy, tok, (val or comps)[: cfg.n_samples], cfg, device)
         final = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
@@ -324,7 +319,7 @@ def main():
         save_checkpoint(dict(stage="dpo", model=policy.state_dict(), model_config={**asdict(policy.config),
                              "dropout": 0.0}, config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.policy,
                              step=total, history=history, report=final), cfg.out)
-    ddp.cleanup()
+    ddp_cleanup()
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ gold judge nor the simulated labelers; then --rm is required and the report is b
 reward model instead (`rm_judged`): mean RM score per model, win rates vs the reference
 by RM score, and the alignment tax if --heldout_corpus / --probes are given.
 
-This file measures. metrics.py holds the arithmetic on answers and logs (win rates, Wilson
-intervals, the gold judge's rates, PPO log summaries), claims.py judges the paper's claims,
-report.py writes report.md, results.json (every number) and responses.jsonl (every answer
-with its gold score) into --out_dir, and figures.py four PNGs if matplotlib is installed
-(requirements-plot.txt). The prompted base model's few-shot page: fewshot.py.
+This file measures; its helpers are the package evaluation/. evaluation/metrics.py holds the
+arithmetic on answers and logs (win rates, Wilson intervals, the gold judge's rates, PPO log
+summaries), evaluation/claims.py judges the paper's claims, evaluation/report.py writes
+report.md, results.json (every number) and responses.jsonl (every answer with its gold
+score) into --out_dir, and evaluation/figures.py four PNGs if matplotlib is installed
+(requirements-plot.txt). The prompted base model's few-shot page: evaluation/fewshot.py.
 
 Deviations from the paper:
 1. Labelers are simulated (data/labelers.py): preferences come from a fixed rubric plus
@@ -55,15 +56,16 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from claims import claims_table
 from common import die, get_device, parse_config, precision_name, print_config, seed_everything
 from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
 from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import heldout_labelers, train_labelers
-from fewshot import fewshot_examples, fit_fewshot, qa_prompt, sample_prompted
-from metrics import generalisation, gold_metrics, summarise_ppo_logs, win_rates, win_summary
+from evaluation.claims import claims_table
+from evaluation.fewshot import fewshot_examples, fit_fewshot, qa_prompt, sample_prompted
+from evaluation.metrics import generalisation, gold_metrics, summarise_ppo_logs, win_rates, win_summary
+from evaluation.report import (RM_JUDGE_NOTE, print_summary, render_rm_report, rm_table, side_by_side, write_files,
+                               write_outputs)
 from policy import load_policy, load_reward_model, logprob_texts, sample_responses, score_texts
-from report import RM_JUDGE_NOTE, print_summary, render_rm_report, rm_table, side_by_side, write_files, write_outputs
 from tokenizer import render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"

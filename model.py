@@ -146,7 +146,7 @@ class GPT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.config = cfg
-        self.grad_checkpoint = False  # activation checkpointing in training (--grad_checkpoint of sft/reward/ppo)
+        self.grad_checkpoint = False  # activation checkpointing in training (--grad_checkpoint of sft/reward/dpo)
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),  # token embeddings
@@ -461,9 +461,8 @@ def right_pad(seqs, pad_value, device="cpu"):
     return out.to(device)
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None, uniforms=None):
-    """logits (B, V) -> next token (B,). temperature 0 = greedy. uniforms(B, device) -> (B, 1):
-    where the random numbers come from (default: torch.rand with `generator`)."""
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """logits (B, V) -> next token (B,). temperature 0 = greedy."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -478,17 +477,14 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     # inverse-CDF sampling: one uniform per row (torch.multinomial draws one per vocab entry)
     cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
-    if uniforms is None:
-        u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)  # (B, 1)
-    else:
-        u = uniforms(cdf.size(0), cdf.device)  # (B, 1)
+    u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)  # (B, 1)
     u = u * cdf[:, -1:]  # in [0, total probability)
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.size(-1) - 1)  # first cdf > u
 
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_k=None, top_p=None,
-             generator=None, use_cache=True, uniforms=None, all_done=None):
+             generator=None, use_cache=True):
     """
     Sample continuations of a batch of prompts (lists of token ids, any lengths).
     Stops each row at EOS (kept, mask 1) and the whole batch when every row has stopped.
@@ -502,9 +498,6 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
                 distribution before any top-k / top-p truncation (PPO uses neither)
       ended     (B,) bool: emitted EOS before max_new_tokens
     temperature=0 is greedy (logprobs then computed at temperature 1).
-    uniforms: see sample_next; all_done(done) -> bool: may the batch stop (default: every
-    row has ended). A caller whose batch is one block of a larger batch passes both, to
-    draw the random numbers the whole batch would draw.
     """
     device = next(model.parameters()).device
     idx, attn_mask = left_pad(prompts, pad_id, device)  # (B, P)
@@ -524,7 +517,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
     logits = logits[:, -1]  # (B, V) predicts the first response token
     for _ in range(max_new_tokens):
         alive = ~done  # (B,) rows that have not emitted EOS yet
-        tok = sample_next(logits, temperature, top_k, top_p, generator, uniforms)  # (B,)
+        tok = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))  # finished rows get padding
         lp = torch.log_softmax(logits.float() / lp_temp, -1).gather(-1, tok[:, None]).squeeze(-1)  # (B,)
         out_tokens.append(tok)
@@ -532,7 +525,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
         out_mask.append(alive)
         attn_mask = torch.cat([attn_mask, alive.long()[:, None]], 1)  # (B, P + t + 1)
         done = done | (tok == eos_id)
-        if all_done(done) if all_done else bool(done.all()):
+        if bool(done.all()):
             break
         if use_cache:
             logits, _ = model(tok[:, None], attn_mask=attn_mask, pos=pos_next[:, None], cache=cache)
@@ -559,8 +552,6 @@ def model_from_checkpoint(ckpt, key="model"):
     """Rebuild a GPT (or ScalarModel, if the state has a 'head.') from a checkpoint dict."""
     cfg = GPTConfig(**ckpt["model_config"])
     sd = ckpt[key]
-    if any(k.startswith("head.") for k in sd) and "lm_coef" not in sd:  # a reward model from before lm_coef
-        sd = {**sd, "lm_coef": torch.zeros(())}
     model = ScalarModel(cfg) if any(k.startswith("head.") for k in sd) else GPT(cfg)
     model.load_state_dict(sd)
     return model

@@ -105,13 +105,6 @@ def pair_batch(tok, prompts, responses, device):
     return torch.cat([prompt, response], 1), torch.cat([prompt_attn, response_mask], 1), prompt.size(1), response_mask
 
 
-def ranked_pairs(ranking):
-    """ranking (best first) -> all C(K,2) (winner, loser) index pairs. reward.py and dpo.py
-    both learn from every pair of a ranked prompt.
-    ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
-    return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]
-
-
 @torch.no_grad()
 def score_texts(rm, tok, prompts, responses, device, batch_size=64):
     """The reward model's score of each (prompt, response) pair -> (N,) float, in batches."""

@@ -19,42 +19,42 @@ their steps numbered as in the code:
     python ppo.py --iters=2 --batch_size=8 --minibatch_size=4   # tiny; --help lists every option
     python ppo.py --prompts=my_prompts.jsonl               # your own {"prompt": ...} lines (no gold score logged)
     python ppo.py --reward=gold --ptx_coef=1.0 --out=out/ppo_oracle.pt   # ORACLE diagnostic (below)
-    torchrun --nproc_per_node=2 ppo.py --device=cpu        # data parallel (ddp.py): each rank rolls out its share
+    torchrun --nproc_per_node=2 ppo.py --device=cpu        # 2 processes, each rolls out its own prompts
 
-Switches that served one experiment (adaptive beta, an entropy bonus, the policy EMA, ...)
-are exercises in docs/exercises.md, with the lines to add. Symbols: B rollouts per
-iteration, P padded prompt length, R response length, T = P + R, V vocab. `response_mask`
-(B, R) is 1 on response tokens up to and including EOS: every mean over tokens uses it.
+Symbols: B rollouts per iteration, P padded prompt length, R response length, T = P + R,
+V vocab. `response_mask` (B, R) is 1 on response tokens up to and including EOS: every
+mean over tokens uses it. Adaptive beta, RLOO, an entropy bonus, a policy EMA: exercises
+in docs/exercises.md.
 
 Where we follow the paper / Ziegler et al. 2019, and where we deviate (the measurements
 behind each: docs/experiments.md, sections 3, 4 and 9):
-1. Follow: policy and frozen reference start from SFT, the value model from the RM.
-   Add (Ziegler et al.): the first --value_warmup iterations fit only the value model,
+1. Follow: policy and frozen reference start from SFT, the value model from the RM; per-token
+   reward r_t = -beta * (log pi - log pi_SFT) with the RM score added at the last response
+   token, a fixed beta; GAE with gamma = 1, lambda = 0.95; advantages whitened (biased
+   variance); clip 0.2 for ratio and value; dropout off; the old log-probs are the sampler's,
+   at the sampling temperature; PPO-ptx's LM loss in the same optimizer step; Ziegler's EOS
+   trick (a response that never ends gets a fixed penalty, not its score).
+2. Add (Ziegler et al.): the first --value_warmup iterations fit only the value model,
    unclipped. The RM was trained at the last token only; read at every position it is far
    from the returns, so the first advantages would be mostly value error (the EOS token's
-   turns negative and PPO learns not to stop). Add: the policy's lr ramps up over its first
+   turns negative and PPO learns not to stop). And the policy's lr ramps up over its first
    --lr_warmup steps: Adam's first step moves every weight by about +-lr whatever its
    gradient, which pushes some PPO ratios far outside the clip.
-2. Follow: per-token reward r_t = -beta * (log pi - log pi_SFT), the RM score added at the
-   last response token, a fixed beta; GAE with gamma = 1, lambda = 0.95; advantages
-   whitened (biased variance); clip 0.2 for ratio and value; dropout off; the old log-probs
-   are the sampler's, at the sampling temperature (a fresh forward checks them).
-3. Follow: PPO-ptx adds the LM loss on pretraining text to the same optimizer step, and
-   Ziegler's EOS trick gives a response that never ends a fixed penalty, not its score.
-4. Deviate: 256k episodes of batch 512 -> a few thousand of batch 64 (16 prompts x 4
+3. Deviate: 256k episodes of batch 512 -> a few thousand of batch 64 (16 prompts x 4
    answers) to fit a CPU; one epoch of 4 minibatches as in the paper, at lr 2e-4; the
    value model has its own larger lr (--vf_lr, as DeepSpeed-Chat allows); gamma_ptx 1.0,
    not 27.8 (our losses have other scales); no policy EMA (the paper's 0.992 mostly
-   delays learning in our few iterations). --advantage=rloo: a leave-one-out baseline
-   over the k answers to a prompt instead of the value model, for comparison.
-5. Deviate: beta = 0.1, not 0.02. Our RM is far weaker than the paper's, and at 0.02 the
+   delays learning in our few iterations).
+4. Deviate: beta = 0.1, not 0.02. Our RM is far weaker than the paper's, and at 0.02 the
    policy finds its blind spots (polite openers, then worse content); a larger beta keeps
    the policy where the RM is right more often.
-6. Add, a diagnostic no real project has: --reward=gold scores with the world's noise-free
-   gold judge ((gold - 4) / 2: the RM's scale): how much of the gap is the RM's fault. Its
-   config, log lines and report row say ORACLE; nothing in the real pipeline is chosen by it.
+5. Add, a diagnostic no real project has: --reward=gold scores with the world's noise-free
+   gold judge (`reward_function`): how much of the gap is the RM's fault. Its config, log
+   lines and report row say ORACLE; nothing in the real pipeline is chosen by it.
 """
 
+import copy
+import json
 import math
 import os
 import random
@@ -64,25 +64,24 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-import ddp
-from common import (autocast, clock, die, get_device, lr_at, parse_config, precision_name, print_config,
-                    resume, rng_state, save_checkpoint, seed_everything)
-from corpus import get_batch
-from data import has_meta
+from common import (autocast, clock, ddp_cleanup, ddp_mean, ddp_setup, die, get_device, log_line, lr_at, parse_config,
+                    precision_name, print_config, resume, save_checkpoint, seed_everything, sync_gradients)
+from corpus import encode_docs, get_batch
+from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import judge
 from model import generate, last_token_index, response_logprobs
-from policy import show_samples
-from ppo_utils import REMOVED, check_config, load_data, load_models, log_iteration, reward_function, sampler_error
+from policy import load_policy, load_reward_model, show_samples
 from tokenizer import decode_responses, render
 
 GRAD_CLIP = 1.0  # max global gradient norm of each optimizer step (policy and value together)
+SHOW_SAMPLES = 3  # times per run that a few samples are printed
 
 
 @dataclass
 class PPOConfig:
     policy: str = "out/sft.pt"  # SFT checkpoint: the starting policy AND the frozen reference
     rm: str = "out/rm.pt"  # reward model (reward.py; its demonstration-mean bias is in the head)
-    reward: str = "rm"  # "rm" (the paper), or "gold": ORACLE diagnostic, the gold judge's score (deviation 6)
+    reward: str = "rm"  # "rm" (the paper), or "gold": ORACLE diagnostic, the gold judge's score (deviation 5)
     prompts: str = "data/world/ppo_prompts.jsonl"
     ptx_data: str = "data/world/corpus_train.txt"  # pretraining text for the ptx term
     out: str = "out/ppo.pt"
@@ -96,13 +95,12 @@ class PPOConfig:
     lr_warmup: int = 24  # the policy's lr ramps up over its first N optimizer steps (Adam's first steps are sign-sized)
     vf_lr: float = 5e-4  # value model learning rate (0 = same as lr); linear decay to 0
     value_warmup: int = 5  # first N iterations train only the value model (unclipped), policy frozen
-    kl_coef: float = 0.1  # beta: per-token KL penalty against the SFT model (paper: 0.02; deviation 5)
+    kl_coef: float = 0.1  # beta: per-token KL penalty against the SFT model (paper: 0.02; deviation 4)
     ptx_coef: float = 0.0  # gamma_ptx: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)
-    ptx_batch_size: int = 8  # pretraining windows per minibatch
+    ptx_batch_size: int = 8  # pretraining windows per optimizer step (per rank)
     lam: float = 0.95  # GAE lambda (gamma is 1: the bandit has no discount)
     cliprange: float = 0.2  # epsilon of the policy ratio clip and of the value clip (the paper: 0.2 both)
     vf_coef: float = 0.1  # weight of the value loss
-    advantage: str = "gae"  # "gae" (value model, the paper) or "rloo": leave-one-out over the k samples of a prompt
     temperature: float = 1.0  # sampling temperature, also used when recomputing log-probs
     max_new_tokens: int = 48
     eos_trick: bool = True  # a response that never emits EOS gets no_eos_penalty instead of its RM score
@@ -120,14 +118,13 @@ def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(x, mask, total=lambda t: t):
+def masked_whiten(x, mask):
     """(x - mean) / std over the masked entries, with the BIASED variance (unbiased=False),
-    as lm-human-preferences does (TRL divides by n - 1). `total` turns a sum over this
-    batch into the sum the statistics are taken over: the batch itself by default, every
-    rank's rollouts together under torchrun (main passes ddp.all_sum)."""
-    n = total(mask.sum()).clamp(min=1)
-    mean = total((x * mask).sum()) / n
-    var = total(((x - mean) ** 2 * mask).sum()) / n  # biased: divide by n, not n - 1
+    as lm-human-preferences does (TRL divides by n - 1). Under torchrun each rank whitens
+    its own rollouts."""
+    n = mask.sum().clamp(min=1)
+    mean = (x * mask).sum() / n
+    var = ((x - mean) ** 2 * mask).sum() / n  # biased: divide by n, not n - 1
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
@@ -157,18 +154,6 @@ def gae(rewards, values, mask, gamma=1.0, lam=0.95):
         advantages[:, t] = last
     advantages = advantages * mask
     return advantages, (advantages + values) * mask
-
-
-def rloo_advantages(returns, k):
-    """
-    REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): returns (B,) of B / k
-    prompts, each with k consecutive responses -> (B,) advantages R_i - mean_{j != i} R_j.
-    The other answers to the same prompt are the baseline: no value model needed.
-        rloo_advantages([1, 0, 3, 5], k=2) -> [1, -1, -2, 2]
-    """
-    grp = returns.view(-1, k)  # (B / k, k)
-    baseline = (grp.sum(1, keepdim=True) - grp) / (k - 1)  # (B / k, k): mean of the other k - 1
-    return (grp - baseline).reshape(-1)  # (B,)
 
 
 def kl_rewards(logprobs, ref_logprobs, scores, mask, kl_coef):
@@ -222,20 +207,15 @@ def k3(logprobs, ref_logprobs):
 
 
 @torch.no_grad()
-def rollout(policy, ref, value, prompt_ids, reward_fn, cfg, tok, generator, sampling=None):
-    """
-    Steps 2-3 for one batch of prompts (lists of token ids): the policy answers, reward_fn
-    scores (reward_fn(out) -> (B,) for the dict `out` of model.generate), and the frozen
-    reference and the value model read the answers. Returns `out` with, added, (B, R):
-    mask, logprobs (the sampler's), ref_logprobs, values; (B,): scores, rm_raw.
-    `sampling`: extra arguments for generate (ddp.sampling under torchrun).
-    """
+def rollout(policy, ref, value, prompt_ids, reward_fn, cfg, tok, generator):
+    """Steps 2-3 for a batch of prompts (token-id lists) -> model.generate's dict, plus (B, R):
+    mask, logprobs (the sampler's), ref_logprobs, values; (B,): scores, rm_raw = reward_fn(out)."""
     dev = next(policy.parameters()).device.type
     policy.eval()
     with autocast(dev):
         # 2. the policy answers each prompt, stopping at EOS
         out = generate(policy, prompt_ids, cfg.max_new_tokens, tok.eot_id, tok.pad_id,
-                       temperature=cfg.temperature, generator=generator, **(sampling or {}))
+                       temperature=cfg.temperature, generator=generator)
         tokens, attn, P = out["tokens"], out["attn_mask"], out["prompt_len"]  # (B, T), (B, T), int
         mask = out["response_mask"].float()  # (B, R)
 
@@ -254,29 +234,22 @@ def rollout(policy, ref, value, prompt_ids, reward_fn, cfg, tok, generator, samp
                 scores=scores, rm_raw=rm_raw)
 
 
-def compute_advantages(roll, cfg, total=lambda t: t):
-    """
-    Steps 4-5: the per-token KL reward, GAE (or RLOO) advantages, whitened, and the value
-    targets. Adds rewards, kl, advantages, returns (each (B, R)) to the rollout dict `roll`.
-    `total`: see masked_whiten (ddp.all_sum under torchrun).
-    """
+def compute_advantages(roll, cfg):
+    """Steps 4-5: adds rewards, kl, advantages (whitened) and returns, each (B, R), to `roll`."""
     mask = roll["mask"]
     # 4. per-token KL penalty; the score added at the last response token
     rewards, kl = kl_rewards(roll["logprobs"], roll["ref_logprobs"], roll["scores"], mask, cfg.kl_coef)  # (B, R)
     # 5. GAE and returns (gamma = 1: the bandit has no discount), advantages whitened
     adv, returns = gae(rewards, roll["values"], mask, 1.0, cfg.lam)  # (B, R) each
-    if cfg.advantage == "rloo":  # every token of response i gets R_i - mean of the prompt's other k-1 R_j
-        adv = rloo_advantages(rewards.sum(1), cfg.samples_per_prompt)[:, None] * mask  # (B, R)
-    roll.update(rewards=rewards, kl=kl, advantages=masked_whiten(adv, mask, total), returns=returns)
+    roll.update(rewards=rewards, kl=kl, advantages=masked_whiten(adv, mask), returns=returns)
     return roll
 
 
 def minibatch_loss(policy, value, roll, idx, cfg, value_only=False):
     """
-    Step 6 for the rollouts `idx` of `roll`: a forward pass of the value model and (after the
-    warm-up) of the policy, then the clipped value loss and the clipped policy loss.
-    Returns (loss, stats: tensors named as in the log). In the value warm-up the loss is the
-    value loss alone, with no value clip, and the policy does not run at all.
+    Step 6 for the rollouts `idx` of `roll` -> (loss, stats: tensors named as in the log): the
+    clipped value loss and the clipped policy loss. In the value warm-up the loss is the value
+    loss alone, unclipped, and the policy does not run at all.
     """
     dev, P, mask = roll["tokens"].device.type, roll["prompt_len"], roll["mask"][idx]
     tokens, attn = roll["tokens"][idx], roll["attn_mask"][idx]
@@ -299,54 +272,57 @@ def minibatch_loss(policy, value, roll, idx, cfg, value_only=False):
 def learning_rates(cfg, it, policy_step):
     """(policy lr, value lr) at iteration `it` (from 0), the policy's `policy_step`-th optimizer
     step (from 1): both decay linearly to 0 over the iterations, and the policy's also ramps
-    up over its first --lr_warmup steps (deviation 1)."""
+    up over its first --lr_warmup steps (deviation 2)."""
     ramp = min(1.0, policy_step / cfg.lr_warmup) if cfg.lr_warmup and policy_step > 0 else 1.0
     return lr_at(it, cfg.iters, cfg.lr) * ramp, lr_at(it, cfg.iters, cfg.vf_lr or cfg.lr)
 
 
 def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
     """
-    Steps 6-7: --ppo_epochs passes over the batch `roll` in shuffled minibatches, one
-    optimizer step each (policy and value together, their lrs from `learning_rates`);
-    PPO-ptx adds the pretraining LM loss to each step: ptx = (token stream, window length,
-    the rollout generator, which seeds the windows). `policy`, `value`: the modules the
-    training forward goes through (their DDP wrappers under torchrun). Iterations before
-    --value_warmup train the value model alone. Returns the minibatches' mean stats.
+    Steps 6-7: --ppo_epochs passes over the batch `roll` in shuffled minibatches, one optimizer
+    step each, policy and value together; PPO-ptx adds the pretraining LM loss to each step
+    (ptx: (token stream, window length, the rollout generator)). -> the minibatches' mean stats.
     """
     value_only = it < cfg.value_warmup
     policy.train()  # dropout is 0 in PPO: this states the intent more than it changes anything
-    device, mask, B = roll["tokens"].device, roll["mask"], len(roll["tokens"])
-    mb_size = ddp.per_rank(cfg.minibatch_size)  # rollouts per optimizer step (this rank's, under torchrun)
+    device, B = roll["tokens"].device, len(roll["tokens"])
+    mb_size = max(1, B * cfg.minibatch_size // cfg.batch_size)  # this rank's share of a minibatch
     steps_per_iter = cfg.ppo_epochs * math.ceil(B / mb_size)
+    params = [p for g in opt.param_groups for p in g["params"]]
     mb_stats, step = [], 0
     # 6. PPO epochs over shuffled minibatches: one optimizer step each, policy and value together
     for epoch in range(cfg.ppo_epochs):
-        perm = torch.randperm(B)  # global torch RNG: seeded, and saved in the checkpoint
+        perm = torch.randperm(B).to(device)  # the global torch RNG: seeded with seed + rank
         for s in range(0, B, mb_size):
             step += 1
             policy_step = (it - cfg.value_warmup) * steps_per_iter + step  # <= 0 in the value warm-up
             opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = learning_rates(cfg, it, policy_step)
-            micro = ddp.micro_batches(perm[s : s + mb_size].to(device), cfg.grad_accum)  # --grad_accum: less memory
             opt.zero_grad(set_to_none=True)
-            for idx, weight, last in ddp.accumulate(micro, [mask[i].sum().item() for i in micro], policy, value):
+            for micro in range(cfg.grad_accum):  # the same step in N parts: 1/N of the activation memory
+                idx = perm[s : s + mb_size][micro :: cfg.grad_accum]
+                if len(idx) == 0:  # fewer rollouts than micro-batches
+                    continue
                 loss, st = minibatch_loss(policy, value, roll, idx, cfg, value_only)
-                loss = loss * weight  # 1 with one process and one micro-batch
+                loss = loss / cfg.grad_accum
 
                 # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
                 st["ptx_loss"] = torch.zeros((), device=device)
-                if cfg.ptx_coef > 0 and ptx is not None and not value_only and last:
+                if ptx is not None and not value_only and micro == 0:
                     stream, ctx, gen = ptx
-                    n_ptx = ddp.per_rank(cfg.ptx_batch_size)  # windows (this rank's share)
-                    x, y = get_batch(stream, n_ptx, ctx, ddp.data_generator(gen))
+                    # the windows' own generator, seeded from the rollout stream: new windows every step
+                    ptx_gen = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=gen,
+                                                                              device=gen.device)))
+                    x, y = get_batch(stream, cfg.ptx_batch_size, ctx, ptx_gen)
                     with autocast(device.type):
                         _, st["ptx_loss"] = policy(x.to(device), y.to(device))
                     loss = loss + cfg.ptx_coef * st["ptx_loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError("non-finite loss (" + ", ".join(f"{k} {v.item()}" for k, v in st.items())
-                                             + ")")
+                    die(f"iteration {it + 1}: non-finite loss ({', '.join(f'{k} {v.item():.4g}' for k, v in st.items())})"
+                        f"; stopping. The last good checkpoint is {cfg.out}")
                 loss.backward()
                 mb_stats.append({k: v.detach().float() for k, v in st.items()})  # read back once, after the epochs
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], GRAD_CLIP)
+            sync_gradients(params)  # under torchrun: the mean over the ranks (one process: nothing)
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
             opt.step()
     out = {k: torch.stack([st[k] for st in mb_stats]).mean().item() for k in mb_stats[0]
            if k not in ("ratio_max", "ratio_err")}
@@ -369,81 +345,161 @@ def rollout_stats(roll):
 
 
 # -----------------------------------------------------------------------------
+# the models, the data and the reward; what a practitioner without a gold judge watches
+
+
+def check_config(cfg, world):
+    if cfg.reward not in ("rm", "gold"):
+        die(f"--reward must be 'rm' (the reward model) or 'gold' (the oracle diagnostic), got {cfg.reward!r}", 2)
+    if cfg.batch_size % (world * cfg.samples_per_prompt) or cfg.batch_size % cfg.minibatch_size:
+        die(f"--batch_size ({cfg.batch_size}) must be divisible by ranks x --samples_per_prompt ({world} x "
+            f"{cfg.samples_per_prompt}) and by --minibatch_size ({cfg.minibatch_size})", 2)
+    if cfg.minibatch_size % (world * cfg.grad_accum):
+        die(f"--minibatch_size ({cfg.minibatch_size}) must be divisible by ranks x --grad_accum ({world} x "
+            f"{cfg.grad_accum})", 2)
+
+
+def load_models(cfg, device):
+    """The policy (trained) and its frozen reference, both SFT; the frozen reward model; the
+    value model, a trained copy of the RM (the paper); one optimizer, a group for each."""
+    policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)  # dropout off in PPO
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    rm, rm_ckpt = load_reward_model(cfg.rm, device)
+    rm.requires_grad_(False)
+    value = copy.deepcopy(rm).train().requires_grad_(True)
+    value.lm_coef.requires_grad_(False)  # the value is the head alone (forward); lm_coef is for score
+    groups = [dict(params=list(policy.parameters()), lr=cfg.lr),
+              dict(params=list(value.parameters()), lr=cfg.vf_lr or cfg.lr)]
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)
+    print(f"policy {policy.num_params() / 1e6:.2f}M params | RM demonstration mean {rm_ckpt.get('demo_mean', 0):.3f}")
+    return policy, ref, rm, value, opt, tok
+
+
+def load_data(cfg, tok, block_size):
+    """The PPO prompts that fit, and the pretraining tokens of the ptx term (or None)."""
+    try:
+        recs = load_prompts(cfg.prompts)
+        ptx_stream = encode_docs(tok, read_corpus(cfg.ptx_data)) if cfg.ptx_coef > 0 else None
+    except DataError as e:
+        die(str(e))
+    max_prompt = block_size - cfg.max_new_tokens
+    recs = [r for r in recs if len(render(tok, r["prompt"])[0]) <= max_prompt]
+    if not recs:
+        die(f"{cfg.prompts}: no prompt fits in {max_prompt} tokens")
+    if cfg.reward == "gold" and not has_meta(recs):
+        die(f"--reward=gold needs the world's prompts (with 'meta'); {cfg.prompts} has none", 2)
+    print(f"data: {len(recs)} PPO prompts"
+          + (f", {len(ptx_stream):,} pretraining tokens for ptx" if ptx_stream is not None else "")
+          + ("" if has_meta(recs) else "; no 'meta' in the prompts, so no gold score is logged"))
+    return recs, ptx_stream
+
+
+def reward_function(cfg, rm, tok, device):
+    """reward_fn(out, batch) -> (B,): the reward model's score of each rollout (`out` from
+    model.generate), or with --reward=gold the ORACLE's: the gold judge's 1-7 score, centred
+    on 4 and halved to about the RM's units (demonstrations near 0, a spread of about 1)."""
+    if cfg.reward == "gold":
+        print("ORACLE: the reward is the gold judge's score, which no real project has (ppo.py, deviation 5)")
+        return lambda out, batch: (torch.tensor([judge(r, t)["score"] for r, t in zip(
+            batch, decode_responses(tok, out))], device=device) - 4.0) / 2.0
+
+    def rm_score(out, batch):
+        P = out["prompt_len"]  # rollout layout: left-padded prompt (B, P), then the response (B, R)
+        response_mask = torch.cat([torch.zeros_like(out["attn_mask"][:, :P]),
+                                   out["response_mask"].to(out["attn_mask"].dtype)], 1)  # (B, T)
+        return rm.score(out["tokens"], out["attn_mask"], response_mask)
+    return rm_score
+
+
+def health_warnings(stats):
+    """The classic RLHF bugs, seen in one iteration's stats -> the warnings to print."""
+    warn = []
+    if stats["kl"] < -0.5:  # k1 averages to KL >= 0 when the sampler and the recomputation agree
+        warn.append(f"mean KL is negative ({stats['kl']:.3f}): the sampling settings and the log-prob "
+                    "recomputation disagree (temperature? top-k/top-p? dropout on? different padding/positions?)")
+    if stats.get("ratio_max", 0.0) > 10:
+        warn.append(f"PPO ratio reached {stats['ratio_max']:.1f}: the learning rate is too high or the "
+                    "old log-probs are stale")
+    return warn
+
+
+def log_iteration(stats, iters, log_path, write=print):
+    """One iteration's stats: a JSON line of the log (a new log at iteration 1), the
+    fixed-format line, and a WARNING line for each health check it fails."""
+    with open(log_path, "a" if stats["iter"] > 1 else "w") as f:
+        f.write(json.dumps(stats) + "\n")
+    write(("ORACLE " if "reward_source" in stats else "") + log_line(stats["iter"], iters, **{
+        key: stats[key] for key in ("rm_score", "score", "kl", "kl_k3", "reward", "pg_loss", "vf_loss", "clipfrac",
+                                    "approxkl", "entropy", "explained_var", "resp_len", "eos_rate", "ptx_loss", "gold")
+        if key in stats}))
+    for w in health_warnings(stats):
+        write(f"WARNING iter {stats['iter']}: {w}")
+
+
+# -----------------------------------------------------------------------------
 # the loop: rollout -> advantages -> ppo_update, log, checkpoint
 
 
 def main():
-    cfg = parse_config(PPOConfig(), removed=REMOVED)
-    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
-    check_config(cfg)  # after setup: it checks the batch divides over the ranks
+    cfg = parse_config(PPOConfig())
+    device, rank, world = ddp_setup(get_device(cfg.device))  # one process: (device, 0, 1)
+    check_config(cfg, world)
     print_config(cfg)
-    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # per-rank minibatch order; rollouts share one generator (below)
+    print(f"device {device} | precision {precision_name(device)} | ranks {world}")
+    seed_everything(cfg.seed + rank)  # minibatch order; each rank its own
     policy, ref, rm, value, opt, tok = load_models(cfg, device)
-    train_policy, train_value = ddp.wrap(policy), ddp.wrap(value)  # one process: policy and value themselves
     recs, ptx_stream = load_data(cfg, tok, policy.config.block_size)
     reward_fn, oracle, gold_known = reward_function(cfg, rm, tok, device), cfg.reward == "gold", has_meta(recs)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the rollouts' (and ptx windows') random numbers
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + rank)  # the rollouts' (and ptx windows') draws
     ptx = (ptx_stream, policy.config.block_size // 2, gen) if ptx_stream is not None else None  # half-context windows
-    rng, start, history = random.Random(cfg.seed), 0, []
+    rng, start, history = random.Random(cfg.seed + rank), 0, []  # which prompts: each rank its own
     ck = resume(cfg.out, "ppo", device, policy, opt) if cfg.resume else None
     if ck:
         value.load_state_dict(ck["value_model"])
+        start, history = ck["iter"], ck["history"]
         gen.set_state(ck["gen_state"])
         rng.setstate(ck["py_rng"])
-        start, history = ck["iter"], ck["history"]
-        ddp.reseed(cfg.seed, start)  # under torchrun every rank gets its own minibatch order again
-    log_path, k, every = os.path.splitext(cfg.out)[0] + "_log.jsonl", cfg.samples_per_prompt, max(1, cfg.iters // 3)
-    lp_tol = 0.1 if "bf16" in precision_name(device) else 1e-2  # sampler vs fresh forward (sampler_error)
+    log_path, k, every = os.path.splitext(cfg.out)[0] + "_log.jsonl", cfg.samples_per_prompt, max(1, cfg.iters // SHOW_SAMPLES)
     t_start, bar = time.time(), tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="ppo",
-                                     dynamic_ncols=True, disable=ddp.no_bar())
+                                     dynamic_ncols=True, disable=rank > 0)
     for it in bar:
-        # 1. a batch of prompts (one seed: the same on every rank), k answers each; each rank answers its block
-        chosen = rng.sample(recs, min(cfg.batch_size // k, len(recs)))
-        first, stop = ddp.shard_range(len(chosen))  # one process: 0, len(chosen)
-        batch = [r for r in chosen[first:stop] for _ in range(k)]
+        # 1. a batch of prompts, k answers each (under torchrun: this rank's share of the batch)
+        batch = [r for r in rng.sample(recs, min(cfg.batch_size // k // world, len(recs))) for _ in range(k)]
         t0, prompt_ids = clock(device), [render(tok, r["prompt"])[0] for r in batch]
-        sampling = ddp.sampling(gen, first * k, len(chosen) * k)  # one process: {}
         score = lambda out: reward_fn(out, batch)  # noqa: E731  the RM (or the ORACLE) on this batch
-        roll = rollout(policy, ref, value, prompt_ids, score, cfg, tok, gen, sampling)
-        roll = compute_advantages(roll, cfg, total=ddp.all_sum)  # whitened over every rank's rollouts
-        stats = rollout_stats(roll)
-        if it == start or (it + 1) % every == 0:  # measures only: the old log-probs stay the sampler's
-            stats["sample_lp_err"] = sampler_error(policy, roll, cfg)
-        t1 = clock(device)
-        try:
-            stats.update(ppo_update(train_policy, train_value, opt, roll, cfg, it, ptx))
-        except FloatingPointError as e:
-            die(f"iteration {it + 1}: {e}; stopping. The last good checkpoint is {cfg.out}")
+        roll = rollout(policy, ref, value, prompt_ids, score, cfg, tok, gen)  # steps 2-3
+        roll = compute_advantages(roll, cfg)  # steps 4-5
+        stats, t1 = rollout_stats(roll), clock(device)
+        stats.update(ppo_update(policy, value, opt, roll, cfg, it, ptx))  # steps 6-7
         stats.update(kl_coef=cfg.kl_coef, t_rollout=t1 - t0, t_update=clock(device) - t1)  # rollout: steps 2-5
-        stats = ddp.all_mean(stats)  # logged numbers: the mean over ranks
-        if not all(math.isfinite(v) for v in stats.values()):
-            die(f"iteration {it + 1}: non-finite statistics {stats}; the last good checkpoint is {cfg.out}")
         texts = decode_responses(tok, roll)
         if gold_known:  # measurement only: the noise-free gold judge (PPO never sees it, unless ORACLE)
-            gold = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
-            stats["gold"] = ddp.all_mean({"g": gold})["g"]
-        if not ddp.is_main():  # rank 0 alone logs and writes checkpoints
+            stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
+        stats = ddp_mean(stats)  # the logged numbers: the mean over the ranks
+        if not all(math.isfinite(v) for v in stats.values()):
+            die(f"iteration {it + 1}: non-finite statistics {stats}; the last good checkpoint is {cfg.out}")
+        if rank > 0:  # rank 0 alone logs and writes checkpoints
             continue
-        stats.update(iter=it + 1, elapsed_s=time.time() - t_start, phase="value_warmup" if it < cfg.value_warmup
-                     else "ppo", **({"reward_source": "gold (ORACLE)"} if oracle else {}))
+        stats.update(iter=it + 1, elapsed_s=time.time() - t_start,
+                     phase="value_warmup" if it < cfg.value_warmup else "ppo",
+                     **({"reward_source": "gold (ORACLE)"} if oracle else {}))
         history.append(stats)
-        log_iteration(stats, it, cfg.iters, log_path, bar.write, lp_tol)
+        log_iteration(stats, cfg.iters, log_path, bar.write)
         if it == 0 or (it + 1) % every == 0:
             show_samples(batch, texts, [f"score {roll['scores'][i].item():+.2f}, kl {roll['kl'][i].sum().item():.2f}"
                                         for i in range(min(2, len(batch)))], write=bar.write)
         # atomic checkpoint after every good iteration: an interrupted run loses at most one
         save_checkpoint(dict(stage="ppo", model=policy.state_dict(), model_config=asdict(policy.config),
                              tokenizer=tok.to_dict(), config=asdict(cfg), value_model=value.state_dict(),
-                             optimizer=opt.state_dict(), iter=it + 1, history=history, rng=rng_state(),
+                             optimizer=opt.state_dict(), iter=it + 1, history=history,
                              gen_state=gen.get_state(), py_rng=rng.getstate()), cfg.out)
     bar.close()
-    if history and ddp.is_main():
+    if history and rank == 0:
         h0, h1 = history[0], history[-1]
         print(f"done in {time.time() - t_start:.0f}s: RM score {h0['score']:+.3f} -> {h1['score']:+.3f} | "
               f"KL {h1['kl']:.3f}" + (f" | gold {h0['gold']:.3f} -> {h1['gold']:.3f}" if "gold" in h1 else "")
               + f" | saved {cfg.out}, log {log_path}")
-    ddp.cleanup()
+    ddp_cleanup()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
-                    resume, rng_state, sampling_generator, save_checkpoint, seed_everything)
+                    resume, sampling_generator, save_checkpoint, seed_everything)
 from data import DataError, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss, load_probes, probe_accuracy
 from model import GPT, GPTConfig, generate
@@ -65,7 +65,6 @@ class PretrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     compile: bool = False  # torch.compile the model (CUDA)
     resume: bool = False  # continue from --out if it exists
-    stop_after: int = 0  # stop (as if interrupted) after this many steps; 0 = never (for testing resume)
 
 
 def get_tokenizer(cfg, docs):
@@ -137,7 +136,7 @@ def main():
                      n_embd=n_embd, dropout=cfg.dropout)
     model = GPT(mcfg).to(device)
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
-    gen = torch.Generator().manual_seed(cfg.seed)  # drives batch sampling; saved for exact resume
+    gen = torch.Generator().manual_seed(cfg.seed)  # draws the training windows; saved, so a resumed run goes on
     step = 0
     ckpt = resume(cfg.out, "pretrain", device, model, opt) if cfg.resume else None
     if ckpt:
@@ -149,8 +148,8 @@ def main():
 
     def checkpoint(step, val):
         save_checkpoint(dict(stage="pretrain", model=model.state_dict(), model_config=asdict(mcfg),
-                             config=asdict(cfg), optimizer=opt.state_dict(), step=step, rng=rng_state(),
-                             data_rng=gen.get_state(), tokenizer=tok.to_dict(), val_loss=val), cfg.out)
+                             config=asdict(cfg), optimizer=opt.state_dict(), step=step, data_rng=gen.get_state(),
+                             tokenizer=tok.to_dict(), val_loss=val), cfg.out)
 
     # training loop ----------------------------------------------------------------------
     t0, val, start_step = time.time(), float("nan"), step
@@ -178,10 +177,6 @@ def main():
             val = heldout_loss(model, held, cfg.train_ctx, cfg.batch_size, cfg.eval_batches, device)
             bar.write(log_line(step, cfg.max_iters, val_loss=val))
             checkpoint(step, val)
-        if cfg.stop_after and step >= cfg.stop_after and step < cfg.max_iters:
-            checkpoint(step, val)
-            bar.write(f"stopping after {step} steps (--stop_after); continue with --resume=True")
-            return
     bar.close()
 
     # report -----------------------------------------------------------------------------

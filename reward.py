@@ -14,7 +14,7 @@ the paper's RM overfit within one epoch (try --group_pairs=False to see it).
     python reward.py                                     # out/sft.pt + out/comparisons.jsonl -> out/rm.pt
     python reward.py --epochs=1 --max_comparisons=64     # tiny
     python reward.py --data=my_rankings.jsonl            # your own {prompt, responses, ranking}
-    torchrun --nproc_per_node=2 reward.py --device=cpu     # data parallel (ddp.py), N processes
+    torchrun --nproc_per_node=2 reward.py --device=cpu     # data parallel: 2 processes (common.ddp_setup)
 
 After training, the head is normalised (the loss is shift- and nearly scale-invariant;
 this pins both): a gain so that the SFT policy's own samples score with std 1 (Ziegler et
@@ -46,13 +46,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import ddp
-from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
-                    resume, rng_state, save_checkpoint, seed_everything)
-from data import load_comparisons, load_demonstrations
+from common import (autocast, ddp_cleanup, ddp_setup, die, get_device, log_line, lr_at, parse_config, precision_name,
+                    print_config, resume, save_checkpoint, seed_everything, sync_gradients)
+from data import load_comparisons, load_demonstrations, ranked_pairs
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
-from policy import load_fitting, load_policy, ranked_pairs, rm_batch, score_texts
+from policy import load_fitting, load_policy, rm_batch, score_texts
+
+
+NORM_SAMPLES = 2000  # SFT samples whose spread sets the gain (more: slower, the same std to 2 digits)
 
 
 @dataclass
@@ -194,8 +196,7 @@ def load_data(cfg, tok, block_size):
 
 def batch_loss(score, tok, comps, items, group_pairs, device):
     """The mean comparison loss (and pair accuracy) of a list of batch items: prompt indices
-    (group_pairs), or (prompt, winner, loser) triples. `score`: rm.score, or what the training
-    forward goes through (ddp.wrap(rm, "score"))."""
+    (group_pairs), or (prompt, winner, loser) triples. `score`: rm.score (or it compiled)."""
     if group_pairs:
         # K forward passes per prompt, all prompts of the batch in one padded forward
         prompts = [comps[i]["prompt"] for i in items for _ in comps[i]["responses"]]
@@ -214,8 +215,8 @@ def batch_loss(score, tok, comps, items, group_pairs, device):
 
 def normalise(rm, tok, comps, demos, device):
     """
-    Step 3: a gain so the SFT policy's samples score with std 1 (Ziegler et al.), then a bias
-    so the labelers' demonstrations score mean 0 (the paper). Both go into the head:
+    Step 2d, after training: a gain so the SFT policy's samples score with std 1 (Ziegler et
+    al.), then a bias so the labelers' demonstrations score mean 0 (the paper). Both go into the head:
         r' = gain * (r - demo_mean) = (gain * w) . h + gain * (b - demo_mean)
     -> the statistics, printed and stored in the checkpoint.
     """
@@ -225,7 +226,7 @@ def normalise(rm, tok, comps, demos, device):
     # sources (your own, public data) have only other people's answers: all of them stand in
     sft_samples = [(c["prompt"], r) for c in comps for r, s in zip(c["responses"], c.get("sources") or
                                                                    ["sft"] * len(c["responses"])) if
-                   s.startswith("sft")][:2000]
+                   s.startswith("sft")][:NORM_SAMPLES]
     if sft_samples:
         sft_scores = score_texts(rm, tok, *map(list, zip(*sft_samples)), device)
         gain = 1.0 / sft_scores.std().clamp(min=1e-6).item()
@@ -252,7 +253,7 @@ def normalise(rm, tok, comps, demos, device):
 
 def final_report(rm, tok, val, val_h, device):
     """
-    Step 4: accuracy against the training labelers and the held-out labelers, on all pairs
+    Step 2e: accuracy against the training labelers and the held-out labelers, on all pairs
     and on pairs of SFT samples alone, the labelers' own agreement, and the correlation with
     the gold score (measurement only); prints one held-out prompt's ranking -> the report dict.
     """
@@ -288,17 +289,18 @@ def final_report(rm, tok, val, val_h, device):
 
 def main():
     cfg = parse_config(RewardConfig())
-    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    device, rank, world = ddp_setup(get_device(cfg.device))  # one process: (device, 0, 1)
+    if cfg.batch_size < world * cfg.grad_accum:
+        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum ({world} x {cfg.grad_accum})", 2)
     print_config(cfg)
-    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # the batch order below uses its own cfg.seed generator
+    print(f"device {device} | precision {precision_name(device)} | ranks {world}")
+    seed_everything(cfg.seed + rank)  # the batch order below uses its own cfg.seed generator
 
-    # 1. RM = SFT trunk + a fresh scalar head
+    # 2a. RM = SFT trunk + a fresh scalar head
     rm, tok = reward_model_from(cfg, device)
     comps, val, val_h, demos = load_data(cfg, tok, rm.trunk.config.block_size)
 
-    # 2. batches: whole prompts (paper) or shuffled single pairs (the ablation)
-    rng = random.Random(cfg.seed)
+    # 2b. batches: whole prompts (paper) or shuffled single pairs (the ablation)
     if cfg.group_pairs:
         items = list(range(len(comps)))
     else:
@@ -313,41 +315,38 @@ def main():
     ck = resume(last, "reward_partial", device, rm, opt) if cfg.resume else None
     if ck:
         epoch, step, history = ck["epoch"], ck["step"], ck["history"]
-        rng.setstate(ck["py_rng"])
-        items = ck.get("items", items)  # each epoch shuffles the previous epoch's order further
-        ddp.reseed(cfg.seed, step)  # under torchrun every rank gets its own RNG stream again
-    ddp.check_batch(cfg.batch_size, cfg.grad_accum)
-    score = ddp.wrap(rm, "score")  # rm.score; the training forward goes through it (DDP under torchrun)
-    score = torch.compile(score) if cfg.compile else score
+    score = torch.compile(rm.score) if cfg.compile else rm.score  # the training forward goes through this
 
+    # 2c. epochs over the ranked prompts: one optimizer step per batch
     t0 = time.time()
     rm.train()
     while epoch < cfg.epochs:
-        rng.shuffle(items)
+        order = items[:]
+        random.Random(cfg.seed + epoch).shuffle(order)  # each epoch its own order, the same on every rank
         bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=ddp.no_bar())
+                   disable=rank > 0)
         for b in bar:
-            chunk = items[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            if len(batch) < world * cfg.grad_accum:  # an epoch's last scrap, too small to share: all ranks skip it
+                continue
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps)  # warmup, then linear to 0
-            micro = ddp.split(chunk, cfg.grad_accum)
-            if not micro:  # a last scrap too small for --grad_accum micro-batches
-                continue
-            # each micro-batch's mean loss weighted by its share of the batch's prompts: the batch mean
+            mine = batch[rank::world]  # this rank's share of the batch
             opt.zero_grad(set_to_none=True)
-            for part, weight, _ in ddp.accumulate(micro, [len(m) for m in micro], score):
+            for micro in range(cfg.grad_accum):  # the same step in N parts: 1/N of the activation memory
                 with autocast(device):
-                    loss, acc = batch_loss(score, tok, comps, part, cfg.group_pairs, device)
+                    loss, acc = batch_loss(score, tok, comps, mine[micro :: cfg.grad_accum], cfg.group_pairs, device)
                 if not torch.isfinite(loss):
                     die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
-                (loss * weight).backward()
+                (loss / cfg.grad_accum).backward()
+            sync_gradients(rm.parameters())  # under torchrun: the mean over the ranks (one process: nothing)
             torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
             if step % cfg.log_interval == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
         epoch += 1
-        if not ddp.is_main():  # rank 0 alone evaluates and writes checkpoints
+        if rank > 0:  # rank 0 alone evaluates and writes checkpoints
             continue
         tr_acc, tr_loss = evaluate_comparisons(rm, tok, comps[:500], device)
         v_acc, v_loss = evaluate_comparisons(rm, tok, val, device) if val else (float("nan"),) * 2
@@ -355,18 +354,17 @@ def main():
         print(log_line(epoch, cfg.epochs, train_loss=tr_loss, train_acc=tr_acc, val_loss=v_loss, val_acc=v_acc,
                        elapsed_s=int(time.time() - t0)))
         save_checkpoint(dict(stage="reward_partial", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
-                             optimizer=opt.state_dict(), rng=rng_state(), py_rng=rng.getstate(), epoch=epoch,
-                             step=step, history=history, items=items), last)
+                             optimizer=opt.state_dict(), epoch=epoch, step=step, history=history), last)
 
-    if ddp.is_main():
-        # 3. normalise the head's scale and offset; 4. report on held-out prompts
+    if rank == 0:
+        # 2d. normalise the head's scale and offset; 2e. report on held-out prompts
         stats = normalise(rm, tok, comps, demos, device)
         report = final_report(rm, tok, val, val_h, device)
         save_checkpoint(dict(stage="reward", model=rm.state_dict(), model_config=asdict(rm.trunk.config),
                              config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, history=history,
                              report=report, **stats), cfg.out)
         print(f"saved {cfg.out} in {time.time() - t0:.0f}s")
-    ddp.cleanup()
+    ddp_cleanup()
 
 
 if __name__ == "__main__":

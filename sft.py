@@ -8,7 +8,7 @@ the loss on the response tokens only, so it learns to answer instead of to conti
     python sft.py --epochs=1 --max_demos=64 --n_eval=16    # a tiny run on CPU
     python sft.py --init=path/to/gpt2_dir --device=cuda    # a Hugging Face GPT-2 directory
     python sft.py --resume=True
-    torchrun --nproc_per_node=2 sft.py --device=cpu        # data parallel (ddp.py), N processes
+    torchrun --nproc_per_node=2 sft.py --device=cpu        # data parallel: 2 processes (common.ddp_setup)
 
 Each epoch reports the validation loss, the held-out PRETRAINING loss (SFT must not make
 the model forget its corpus: that is the alignment tax before any RL), and a preference
@@ -41,15 +41,17 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-import ddp
-from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
-                    resume, rng_state, save_checkpoint, seed_everything)
+from common import (autocast, ddp_cleanup, ddp_setup, die, get_device, log_line, lr_at, parse_config, precision_name,
+                    print_config, resume, save_checkpoint, seed_everything, sync_gradients)
 from data import DataError, has_meta, load_demonstrations, read_corpus
 from corpus import encode_docs, get_batch, heldout_loss
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
 from policy import load_fitting, load_policy, load_reward_model, sample_responses, score_texts, show_samples
 from tokenizer import render
+
+
+PTX_SEED_OFFSET = 1000  # the pretraining windows' generator is seeded apart from the data order (seed + epoch)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class SFTConfig:
     heldout: str = "data/world/corpus_heldout.txt"  # pretraining text whose LM loss is watched each epoch ("" = skip)
     ptx_data: str = "data/world/corpus_train.txt"  # pretraining text mixed into each step ("" = none)
     ptx_coef: float = 1.0  # weight of its LM loss (0 = plain SFT)
-    ptx_batch_size: int = 4  # pretraining windows per step
+    ptx_batch_size: int = 4  # pretraining windows per step (per rank)
     ptx_ctx: int = 128  # tokens per window
     freeze_unseen: bool = True  # no updates to embedding rows of tokens absent from the demonstrations
     rm: str = ""  # reward-model checkpoint: with --select=preference, select by mean RM score
@@ -209,30 +211,32 @@ def measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device):
     return h, texts
 
 
-def train_step(model, fwd, opt, tok, micro, ptx, cfg, step, device):
+def train_step(model, fwd, opt, tok, demos, ptx, cfg, step, device):
     """
-    One optimizer step on this process's micro-batches of demonstrations (ddp.split): the
-    loss on the answer tokens, each micro-batch weighted so the step's gradient is that of
-    the mean over all the batch's answer tokens (ddp.accumulate), plus --ptx_coef x the LM
-    loss on pretraining windows (ptx: (token stream, generator), or None) in the same step.
-    `fwd` is the module the training forward goes through. -> the last micro-batch's SFT loss.
+    One optimizer step on this rank's demonstrations: the loss on the answer tokens, in
+    --grad_accum micro-batches (each loss / grad_accum: gradients add up over the loop), plus
+    --ptx_coef x the LM loss on pretraining windows (ptx: (token stream, generator), or None)
+    in the same step. `fwd` is the module the training forward goes through (compiled or not).
+    -> the last micro-batch's SFT loss.
     """
-    batches = [sft_batch(tok, [d["prompt"] for d in mb], [d["response"] for d in mb], device) for mb in micro]
-    n_tokens = [int((y != -1).sum()) for _, y in batches]  # the answer tokens each micro-batch's mean is over
     opt.zero_grad(set_to_none=True)
-    for (x, y), weight, last in ddp.accumulate(batches, n_tokens, fwd):
+    for micro in range(cfg.grad_accum):
+        part = demos[micro :: cfg.grad_accum]
+        if not part:  # an epoch's last batch may not fill every micro-batch
+            continue
+        x, y = sft_batch(tok, [d["prompt"] for d in part], [d["response"] for d in part], device)
         with autocast(device):
             _, sft_loss = fwd(x, y)
-            loss = sft_loss * weight  # 1 with one process and one micro-batch
-            if ptx is not None and last:  # the pretraining LM loss joins the same step
+            loss = sft_loss / cfg.grad_accum
+            if ptx is not None and micro == 0:  # the pretraining LM loss joins the same step, once
                 stream, gen = ptx
-                px, py = get_batch(stream, ddp.per_rank(cfg.ptx_batch_size), min(cfg.ptx_ctx, model.config.block_size),
-                                   gen)
+                px, py = get_batch(stream, cfg.ptx_batch_size, min(cfg.ptx_ctx, model.config.block_size), gen)
                 _, ptx_loss = fwd(px.to(device), py.to(device))
                 loss = loss + cfg.ptx_coef * ptx_loss
         if not torch.isfinite(loss):
             die(f"loss is {loss.item()} at step {step}; last good checkpoint: {cfg.out}.last")
         loss.backward()
+    sync_gradients(model.parameters())  # under torchrun: the mean over the ranks (one process: nothing)
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     return sft_loss
@@ -258,12 +262,14 @@ def main():
     cfg = parse_config(SFTConfig())
     if cfg.select not in ("preference", "val_loss", "last"):
         die(f"--select must be preference, val_loss or last; got {cfg.select!r}", 2)
-    device = ddp.setup(get_device(cfg.device))  # under torchrun: join the group; rank 0 alone prints
+    device, rank, world = ddp_setup(get_device(cfg.device))  # one process: (device, 0, 1)
+    if cfg.batch_size < world * cfg.grad_accum:
+        die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum ({world} x {cfg.grad_accum})", 2)
     print_config(cfg)
-    print(f"device {device} | precision {precision_name(device)} | ranks {ddp.world()}")
-    seed_everything(cfg.seed + ddp.rank())  # per-rank dropout masks; the data order below uses cfg.seed alone
+    print(f"device {device} | precision {precision_name(device)} | ranks {world}")
+    seed_everything(cfg.seed + rank)  # each rank its own dropout masks; the data order below uses cfg.seed alone
 
-    # 1. the policy starts from the base model, with dropout switched on for fine-tuning
+    # 1a. the policy starts from the base model, with dropout switched on for fine-tuning
     model, tok, _ = load_policy(cfg.init, device, dropout=cfg.dropout)
     model.grad_checkpoint = cfg.grad_checkpoint
     (demos, train, val, eval_recs), (held, ptx) = load_data(cfg, tok, model.config.block_size)
@@ -279,42 +285,40 @@ def main():
     ck = resume(last_path, "sft", device, model, opt) if cfg.resume else None
     if ck:
         epoch, step, best, best_epoch, history = ck["epoch"], ck["step"], ck["best"], ck["best_epoch"], ck["history"]
-        ddp.reseed(cfg.seed, step)  # under torchrun every rank gets its own dropout masks again
-    fwd = ddp.wrap(model)  # the training forward goes through this (DistributedDataParallel under torchrun)
-    fwd = torch.compile(fwd) if cfg.compile else fwd
-    ddp.check_batch(cfg.batch_size, cfg.grad_accum)
+    fwd = torch.compile(model) if cfg.compile else model  # the training forward goes through this
 
     def ckpt_dict(**extra):
         return dict(stage="sft", model=model.state_dict(), model_config={**asdict(model.config), "dropout": 0.0},
                     config=asdict(cfg), tokenizer=tok.to_dict(), init=cfg.init, epoch=epoch, step=step,
                     history=history, **extra)
 
-    # 2. epochs over the demonstrations, loss on response tokens only
-    if epoch == 0 and ddp.is_main():
+    # 1b. epochs over the demonstrations, loss on response tokens only
+    if epoch == 0 and rank == 0:
         history.append(measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device)[0])
         print(log_line(0, cfg.epochs, **{k: v for k, v in history[-1].items() if k != "epoch" and v is not None}))
     t0 = time.time()
     while epoch < cfg.epochs:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        ptx_draw = (ptx, ddp.own_generator(cfg.seed + 1000 + epoch)) if ptx is not None else None  # the windows
+        ptx_seed = cfg.seed + PTX_SEED_OFFSET * (rank + 1) + epoch  # each rank, each epoch its own windows
+        ptx_draw = (ptx, torch.Generator().manual_seed(ptx_seed)) if ptx is not None else None
         model.train()
         bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=ddp.no_bar())
+                   disable=rank > 0)
         for b in bar:
-            micro = ddp.split([train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]], cfg.grad_accum)
-            if not micro:  # a last scrap too small for --grad_accum micro-batches
+            batch = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+            if len(batch) < world * cfg.grad_accum:  # an epoch's last scrap, too small to share: all ranks skip it
                 continue
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_steps, floor=cfg.lr * cfg.min_lr_frac)
-            sft_loss = train_step(model, fwd, opt, tok, micro, ptx_draw, cfg, step, device)
+            sft_loss = train_step(model, fwd, opt, tok, batch[rank::world], ptx_draw, cfg, step, device)  # my share
             step += 1
             if step % cfg.log_interval == 0:
                 bar.set_postfix(loss=f"{sft_loss.item():.3f}")
         epoch += 1
-        if not ddp.is_main():  # rank 0 alone measures, selects and writes checkpoints
+        if rank > 0:  # rank 0 alone measures, selects and writes checkpoints
             continue
 
-        # 3. each epoch: validation loss, corpus loss and the preference signal; keep the best by --select
+        # 1c. each epoch: validation loss, corpus loss and the preference signal; keep the best by --select
         h, texts = measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device)
         history.append(h)
         bar.write(log_line(epoch, cfg.epochs, train_loss=sft_loss.item(),
@@ -326,14 +330,14 @@ def main():
             best, best_epoch = signal, epoch
             save_checkpoint(ckpt_dict(selected_by=cfg.select, signal=signal), cfg.out)
             print(f"  saved {cfg.out} (best {cfg.select} so far)")
-        save_checkpoint(ckpt_dict(optimizer=opt.state_dict(), rng=rng_state(), best=best, best_epoch=best_epoch),
+        save_checkpoint(ckpt_dict(optimizer=opt.state_dict(), best=best, best_epoch=best_epoch),
                         last_path)
 
-    # 4. the table, and the paper's observation if it appears
-    if ddp.is_main():
+    # 1d. the table, and the paper's observation if it appears
+    if rank == 0:
         print_table(history, signal_name)
         print(f"done in {time.time() - t0:.0f}s; {cfg.out} holds epoch {best_epoch} (selected by {cfg.select})")
-    ddp.cleanup()
+    ddp_cleanup()
 
 
 if __name__ == "__main__":

@@ -175,3 +175,10 @@ def write_jsonl(path, records):
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def ranked_pairs(ranking):
+    """A comparison's ranking (best first) -> all C(K,2) (winner, loser) index pairs: what a
+    ranking of K answers says. reward.py and dpo.py both learn from every pair.
+    ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
+    return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]

@@ -46,7 +46,7 @@ cases = [
  ("data/labelers.py", "kept = 1.0 - lab[\"constraint\"] * (a[\"constraint_ok\"] is False)", "kept = 1.0 - 0.2 * (a[\"constraint_ok\"] is False)", "tests/test_world.py", "orders_flaws"),
  ("data/tasks.py", "q = {k: min(0.9, v * boost) for k, v in (shared or lab[\"quirks\"]).items()}", "q = {k: min(0.9, v * boost) for k, v in lab[\"quirks\"].items()}", "tests/test_world.py", "demonstrations_good"),
  # the expected win rate: the logistic of the utility gap in units of the labeler's own noise
- ("metrics.py", "z = (utility(r, a, lab) - utility(r, b, lab)) / lab[\"noise\"]", "z = utility(r, a, lab) - utility(r, b, lab)", "tests/test_evaluate.py", "expected_win"),
+ ("evaluation/metrics.py", "z = (utility(r, a, lab) - utility(r, b, lab)) / lab[\"noise\"]", "z = utility(r, a, lab) - utility(r, b, lab)", "tests/test_evaluate.py", "expected_win"),
 ]
 
 

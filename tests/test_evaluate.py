@@ -1,7 +1,7 @@
-"""evaluate.py and what it calls: win rates and intervals by hand (metrics.py), the
+"""evaluate.py and what it calls: win rates and intervals by hand (evaluation/metrics.py), the
 gold-judge counters on real world records, the claims table on made-up results
-(claims.py: verdicts, notes that name a missing input, bugs that propagate), few-shot
-fitting (fewshot.py), one tiny run of main(), and the report's figures (figures.py)."""
+(evaluation/claims.py: verdicts, notes that name a missing input, bugs that propagate), few-shot
+fitting (evaluation/fewshot.py), one tiny run of main(), and the report's figures (evaluation/figures.py)."""
 import json
 import math
 import os
@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-import claims as C
+from evaluation import claims as C
 import evaluate as E
-import metrics as M
+from evaluation import metrics as M
 from data import load_prompts
 from data.kb import VALUE_TYPES, make_kb
 from data.labelers import train_labelers
@@ -339,7 +339,7 @@ class ByteTok:
 
 
 def test_fit_fewshot_keeps_whole_examples():
-    import fewshot as F
+    from evaluation import fewshot as F
 
     page = "Question: a\nAnswer: b\nQuestion: cc\nAnswer: dd\n"
     assert F.fewshot_examples(page) == ["Question: a\nAnswer: b\n", "Question: cc\nAnswer: dd\n"]
@@ -415,7 +415,7 @@ def test_main_tiny(world, tmp_path, monkeypatch):
 def figure_results(with_extras=True):
     """A small results dict in evaluate.py's layout, with what the figures read: per model its
     family, params, Figure-4 axes, held-out loss and facts; win rates; PPO log rows."""
-    from metrics import pair_key
+    from evaluation.metrics import pair_key
 
     def w(rate):
         return dict(rate=rate, lo=rate - 0.05, hi=rate + 0.05)
@@ -446,7 +446,7 @@ def figure_results(with_extras=True):
 @pytest.mark.parametrize("with_extras", [True, False])
 def test_make_figures_writes_the_four_pngs(tmp_path, with_extras):
     pytest.importorskip("matplotlib")
-    import figures
+    from evaluation import figures
     note = figures.make_figures(figure_results(with_extras), str(tmp_path))
     for name in figures.FIGURES:
         path = tmp_path / name
@@ -456,7 +456,7 @@ def test_make_figures_writes_the_four_pngs(tmp_path, with_extras):
 
 def test_make_figures_skips_what_results_lack(tmp_path):
     pytest.importorskip("matplotlib")
-    import figures
+    from evaluation import figures
     r = figure_results()
     r["ppo_log_rows"] = {}  # no PPO logs: no over-optimisation figure
     for m in r["models"].values():
@@ -469,7 +469,7 @@ def test_make_figures_skips_what_results_lack(tmp_path):
 
 
 def test_make_figures_without_matplotlib(tmp_path, monkeypatch):
-    import figures
+    from evaluation import figures
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     note = figures.make_figures(figure_results(), str(tmp_path))
     assert note == figures.NO_MATPLOTLIB and note.startswith("matplotlib not installed")  # evaluate.py prints it

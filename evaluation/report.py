@@ -11,8 +11,8 @@ import json
 import math
 import os
 
-from figures import make_figures
-from metrics import pair_key
+from evaluation.figures import make_figures
+from evaluation.metrics import pair_key
 
 # display names of evaluate.model_family's families; also Figure 1's lines, in legend order
 FAMILY_LABEL = {"base": "base (GPT)", "prompted": "prompted base", "sft": "SFT", "ppo": "PPO",

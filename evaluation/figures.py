@@ -8,7 +8,7 @@ is optional (requirements-plot.txt): without it `make_figures` draws nothing and
 
 import os
 
-from metrics import pair_key
+from evaluation.metrics import pair_key
 
 FIGURES = ("winrate.png", "overoptimization.png", "behaviour.png", "alignment_tax.png")
 NO_MATPLOTLIB = "matplotlib not installed: the report has no figures (pip install -r requirements-plot.txt)"

@@ -12,7 +12,7 @@ that note. Only MissingInput is caught; any other error in a claim is a bug and 
     rows = claims_table(results)  # [{"claim", "paper", "measured", "met", "note"}]
 """
 
-from metrics import pair_key
+from evaluation.metrics import pair_key
 
 MIN_TAX = 0.05  # nats: smallest PPO-vs-SFT held-out loss increase counted as an alignment tax
 
