@@ -41,7 +41,7 @@ from data.lang import is_lang2_word, to_english
 # verbosity; gold 0). polite_pref: bonus for polite words (gold 0). rude_ok: rewards
 # complying with a request to be rude (rude phrases only, never insults). The mistakes
 # the training labelers make when they write demonstrations are the world's
-# (data/tasks.py PROFILES["v2"]["demo_flaws"]), not the labeler's.
+# (data/tasks.py PROFILES, V2_DEMO_FLAWS in World v2), not the labeler's.
 
 GOLD = dict(name="gold", halluc=0.4, toxic=0.2, rude=0.5, constraint=0.6,
             length_pref=0.0, polite_pref=0.0, rude_ok=False, noise=0.0)
