@@ -673,8 +673,9 @@ def _constrain(kind, refs, rng):
 
 
 def make_prompt(category, ix, rng, tone=None):
-    """One prompt record body: (prompt text, meta). meta carries world_seed, world, task, constraints (list of dicts), tone, refs (reference answers
-    obeying everything), gold (= refs[0]) and the category-specific fields the judge reads."""
+    """One prompt record body: (prompt text, meta). meta carries world_seed, world, task,
+    constraints (list of dicts), tone, refs (reference answers obeying everything), gold
+    (= refs[0]) and the category-specific fields the judge reads."""
     prof = PROFILES[ix.world]
     text, meta, refs, kinds = MAKERS[category](ix, rng)
     constraints, csent = [], ""
