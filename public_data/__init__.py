@@ -1,1 +1,1 @@
-"""Converters from public instruction and preference datasets to this project's files (python -m public_data.convert / split)."""
+"""Converters from public preference datasets to the files data/loaders.py reads."""
