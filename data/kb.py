@@ -89,10 +89,10 @@ there these things thread through time today tomorrow tonight too trip turn ugh 
 visiting visitor walk walked walks want was way we wear week weekend well went where which why
 will with wondering word words work worked works world would writing wrote years yes your
 """.split()
-# written by no template: pieces of category, file and document-kind ids and of name
-# syllables, which an earlier version collected by scanning every constant of kb, tasks
-# and world. Kept so that every world (its lang2 dictionary, its names) stays the same.
-LEGACY_WORDS = """
+# written by no template: pieces of category, file and document-kind ids and of the
+# syllables names are made of. They are reserved like the rest: no invented name and no
+# lang2 word can equal one. Dropping a word here changes every world's names and dictionary.
+RESERVED_WORDS = """
 b bio brainstorming category chat classification closed corpus d dialogue dor e eval extraction
 f fewshot flame g generation glossary h heldout ia json jsonl k kb l labelers land lang m max
 mir n nar none o open p person ppo probes prompts qa r rm sft summarization train txt u v vel
@@ -103,7 +103,7 @@ _WORD = re.compile(r"[A-Za-z]+")
 @functools.lru_cache(maxsize=1)
 def english_vocab():
     """Sorted tuple of every lower-case English word the world can write."""
-    out = set(TEMPLATE_WORDS) | set(LEGACY_WORDS)
+    out = set(TEMPLATE_WORDS) | set(RESERVED_WORDS)
     for phrases in LEXICON:
         for phrase in phrases:
             out.update(w.lower() for w in _WORD.findall(phrase))  # "doesn't" -> "doesn", "t"
@@ -127,14 +127,12 @@ AGE_RANGE = (20, 70)
 # "v2" (the default): 12 people in 6 cities, and no two names begin with the same two
 # letters, so a ~1M-parameter model knows the facts a task needs and does not confuse
 # "Tomir" with "Tovel"; what it still gets wrong is behaviour (data/tasks.py PROFILES).
-# "facts" (World v1, kept as the contrast): 24 people in 12 cities with look-alike names,
-# where the SFT model's errors are mostly facts and entity binding -- which RL from
-# comparisons does not teach. A record names its world in meta["world"]; a record
-# without the key is World v1 (files built before v2 stay valid and byte-identical).
+# "facts" (World v1, the contrast): 24 people in 12 cities with look-alike names, where
+# the SFT model's errors are mostly facts and entity binding -- which RL from comparisons
+# does not teach. Every record names its world in meta["world"].
 WORLDS = {"v2": dict(people=12, cities=6, countries=2, rivers=4, unknown=12, distinct_starts=True),
           "facts": dict(people=24, cities=12, countries=4, rivers=8, unknown=24, distinct_starts=False)}
 DEFAULT_WORLD = "v2"
-LEGACY_WORLD = "facts"  # what a record without meta["world"] belongs to
 
 
 def _syllables(rng, n):
@@ -166,7 +164,7 @@ def make_kb(seed=0, world=DEFAULT_WORLD):
         raise ValueError(f"unknown world {world!r}; known: {sorted(WORLDS)}")
     w = WORLDS[world]
     n_people, n_cities, n_countries, n_rivers = w["people"], w["cities"], w["countries"], w["rivers"]
-    rng = random.Random(f"kb-{seed}" if world == LEGACY_WORLD else f"kb-{world}-{seed}")
+    rng = random.Random(f"kb-{world}-{seed}")
     taken = set(english_vocab())  # an entity name is never an English world word
     starts = set() if w["distinct_starts"] else None
     people = _unique_names(rng, n_people, lambda: _syllables(rng, 2) + rng.choice(CODAS), taken, starts, True)
@@ -178,7 +176,7 @@ def make_kb(seed=0, world=DEFAULT_WORLD):
     unknown = _unique_names(rng, w["unknown"], lambda: _syllables(rng, 2) + rng.choice(CODAS), taken, starts)
 
     # balanced assignments: every country, river and city used about equally often
-    # (v1: 3 cities per country, 4 people per city; v2: 3 cities per country, 2 people per city)
+    # (v2: 3 cities per country, 2 people per city; facts: 3 and 4)
     city_country = [countries[i % n_countries] for i in range(n_cities)]
     city_river = [rivers[i % n_rivers] for i in range(n_cities)]
     rng.shuffle(city_country)
@@ -199,11 +197,8 @@ def make_kb(seed=0, world=DEFAULT_WORLD):
             "name": name, "gender": rng.choice(["female", "male"]), "city": home[i],
             "job": cols["job"][i], "pet": cols["pet"][i], "colour": cols["colour"][i],
             "food": cols["food"][i], "age": rng.randint(*AGE_RANGE)})
-    kb = {"seed": seed, "people": person_recs, "cities": city_recs,
-          "countries": countries, "rivers": rivers, "unknown_names": unknown}
-    if world != LEGACY_WORLD:
-        kb["world"] = world
-    return kb
+    return {"seed": seed, "people": person_recs, "cities": city_recs,
+            "countries": countries, "rivers": rivers, "unknown_names": unknown, "world": world}
 
 
 class Index:
@@ -211,7 +206,7 @@ class Index:
 
     def __init__(self, kb):
         self.kb = kb
-        self.world = kb.get("world", LEGACY_WORLD)
+        self.world = kb["world"]
         self.person = {p["name"].lower(): p for p in kb["people"]}
         self.city = {c["name"].lower(): c for c in kb["cities"]}
         self.country = {c.lower(): c for c in kb["countries"]}
@@ -261,6 +256,6 @@ def get_index(seed=0, world=DEFAULT_WORLD):
 
 
 def index_of(meta):
-    """The Index of the world a prompt record's meta belongs to (a record without
-    meta["world"] is World v1, "facts")."""
-    return get_index(meta.get("world_seed", 0), meta.get("world", LEGACY_WORLD))
+    """The Index of the world a prompt record's meta belongs to (meta["world"], the
+    default world if a hand-written record leaves it out)."""
+    return get_index(meta.get("world_seed", 0), meta.get("world", DEFAULT_WORLD))

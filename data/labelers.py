@@ -38,41 +38,31 @@ from data.lang import is_lang2_word, to_english
 # (Figure 4: a fabricated fact, an ignored explicit constraint, inappropriate language),
 # so every labeler weighs them heavily, each a little differently. length_pref: score
 # units per 10 words beyond the longest reference (this labeler likes or dislikes
-# verbosity; gold 0). polite_pref: bonus for
-# polite words (gold 0). rude_ok: rewards complying with a request to be rude (rude
-# phrases only, never insults). quirks: probabilities of flaws in the demonstrations
-# this labeler writes (see data/tasks.py write_demo).
+# verbosity; gold 0). polite_pref: bonus for polite words (gold 0). rude_ok: rewards
+# complying with a request to be rude (rude phrases only, never insults). The mistakes
+# the training labelers make when they write demonstrations are the world's
+# (data/tasks.py PROFILES, V2_DEMO_FLAWS in World v2), not the labeler's.
 
 GOLD = dict(name="gold", halluc=0.4, toxic=0.2, rude=0.5, constraint=0.6,
             length_pref=0.0, polite_pref=0.0, rude_ok=False, noise=0.0)
 
 
-def _labeler(name, heldout, noise, halluc, toxic, rude, constraint, length_pref, polite_pref,
-             rude_ok=False, **quirks):
-    q = dict(verbose=0.05, violate=0.04, wrong_fact=0.04, miss_unknown=0.08, sloppy=0.04,
-             rude_comply=0.0, sure=0.1)
-    q.update(quirks)
+def _labeler(name, heldout, noise, halluc, toxic, rude, constraint, length_pref, polite_pref, rude_ok=False):
     return dict(name=name, heldout=heldout, noise=noise, halluc=halluc, toxic=toxic, rude=rude,
-                constraint=constraint, length_pref=length_pref, polite_pref=polite_pref,
-                rude_ok=rude_ok, quirks=q)
+                constraint=constraint, length_pref=length_pref, polite_pref=polite_pref, rude_ok=rude_ok)
 
 
 NOISE = 1.2  # base noise scale (score units); per-labeler noise = NOISE * factor
 #          name   heldout noise       halluc toxic rude constr length polite
-# (the quirks are World v1's demonstrators; World v2's share one set of rates, data/tasks.py)
 LABELERS = [
     _labeler("amber", False, NOISE * 1.0, 0.40, 0.20, 0.5, 0.60, 0.00, 0.0),
-    _labeler("basil", False, NOISE * 1.1, 0.40, 0.25, 0.5, 0.45, 0.15, 0.1, verbose=0.25),
-    _labeler("cedar", False, NOISE * 0.9, 0.45, 0.20, 0.4, 0.70, -0.05, 0.0, violate=0.02,
-             sure=0.0),
-    _labeler("dahlia", False, NOISE * 1.2, 0.35, 0.25, 0.6, 0.50, 0.10, 0.2, wrong_fact=0.06,
-             sure=0.3),
-    _labeler("elm", False, NOISE * 1.0, 0.45, 0.25, 0.7, 0.60, 0.00, 0.0, rude_ok=True,
-             rude_comply=0.5, violate=0.08),
-    _labeler("fern", False, NOISE * 1.0, 0.40, 0.20, 0.5, 0.55, 0.05, 0.1, miss_unknown=0.2),
-    _labeler("gorse", False, NOISE * 1.1, 0.30, 0.30, 0.5, 0.35, 0.20, 0.0, verbose=0.2,
-             sloppy=0.08),
-    _labeler("hazel", False, NOISE * 0.9, 0.40, 0.20, 0.4, 0.65, -0.10, 0.1, sloppy=0.08),
+    _labeler("basil", False, NOISE * 1.1, 0.40, 0.25, 0.5, 0.45, 0.15, 0.1),
+    _labeler("cedar", False, NOISE * 0.9, 0.45, 0.20, 0.4, 0.70, -0.05, 0.0),
+    _labeler("dahlia", False, NOISE * 1.2, 0.35, 0.25, 0.6, 0.50, 0.10, 0.2),
+    _labeler("elm", False, NOISE * 1.0, 0.45, 0.25, 0.7, 0.60, 0.00, 0.0, rude_ok=True),
+    _labeler("fern", False, NOISE * 1.0, 0.40, 0.20, 0.5, 0.55, 0.05, 0.1),
+    _labeler("gorse", False, NOISE * 1.1, 0.30, 0.30, 0.5, 0.35, 0.20, 0.0),
+    _labeler("hazel", False, NOISE * 0.9, 0.40, 0.20, 0.4, 0.65, -0.10, 0.1),
     # held out: never write demonstrations nor rank comparisons used for training
     _labeler("iris", True, NOISE * 0.85, 0.40, 0.20, 0.5, 0.60, 0.05, 0.1),
     _labeler("juniper", True, NOISE * 0.85, 0.45, 0.20, 0.5, 0.65, 0.00, 0.0),

@@ -4,8 +4,8 @@ One `make_<category>(ix, rng)` per use case of the paper's Table 1 returns a pro
 text and its `meta` (everything the judge needs). `make_prompt` adds the explicit
 constraint and the tone request and fills `meta["refs"]`: reference answers that
 obey every constraint (`meta["gold"]` is the first). `write_demo` turns a reference
-into a labeler's demonstration with that labeler's quirks (verbosity, broken
-constraints, a wrong fact, a missed "the text does not say", ...).
+into a demonstration with the world's demonstrator flaws (`PROFILES[world]["demo_flaws"]`:
+broken constraints, fillers, a made-up answer, a wrong fact, ...).
 `base_like_response` imitates a pretrained model that continues text instead of
 following the instruction; `candidate_responses` mixes all of these the way samples
 from a fine-tuned tiny model would look (used to calibrate labeler noise).
@@ -21,11 +21,6 @@ from data.labelers import check_constraint, get_labeler, list_items, sentences, 
 CATEGORIES = ["generation", "open_qa", "brainstorming", "chat", "rewrite", "summarization",
               "classification", "closed_qa", "extraction"]
 HELDOUT_CATEGORY = "sort_count"
-# flatter than the paper's mix (45% generation) so that tiny models see every use case
-CATEGORY_WEIGHTS = {"generation": 0.16, "open_qa": 0.16, "brainstorming": 0.10, "chat": 0.10,
-                    "rewrite": 0.10, "summarization": 0.08, "classification": 0.09,
-                    "closed_qa": 0.13, "extraction": 0.08}
-
 # What each world asks and how its demonstrators err (data/README.md, "Two worlds").
 # v2 keeps the categories whose content a small model knows or reads in the prompt, so
 # that even with a perfect reward (the ORACLE run) what is left to fix is behaviour: no
@@ -35,7 +30,20 @@ CATEGORY_WEIGHTS = {"generation": 0.16, "open_qa": 0.16, "brainstorming": 0.10, 
 # an explicit constraint on most prompts and a trap (an unknown person, a false premise,
 # a text that does not say, a request to be rude) on many, and gives every demonstrator
 # the same documented behaviour flaws: the paper's labelers write worse answers than they
-# can judge. "facts" is World v1 exactly (each labeler's own `quirks` in data/labelers.py).
+# can judge. "facts" (World v1, the contrast) has all nine categories in a mix flatter
+# than the paper's (45 % generation) and careful demonstrators, each with its own rare flaws.
+
+# the chance a World v2 demonstrator makes each mistake where it can (sure: a "Sure! " opener)
+V2_DEMO_FLAWS = dict(violate=0.3, miss_unknown=0.45, accept_premise=0.45, rude_comply=0.6,
+                     verbose=0.3, sure=0.2, wrong_fact=0.02, sloppy=0.03)
+
+
+def _facts_flaws(**own):
+    """A World v1 demonstrator's flaw rates: these defaults, except where it has its own."""
+    return {**dict(violate=0.04, miss_unknown=0.08, accept_premise=0.0, rude_comply=0.0,
+                   verbose=0.05, sure=0.1, wrong_fact=0.04, sloppy=0.04), **own}
+
+
 PROFILES = {
     "v2": dict(
         categories={"generation": 0.20, "open_qa": 0.22, "closed_qa": 0.20, "chat": 0.14,
@@ -43,14 +51,21 @@ PROFILES = {
         p_constraint=0.85, tone={"none": 0.55, "respectful": 0.25, "rude": 0.20},
         p_unknown=0.25, p_false_premise=0.25, p_unanswerable=0.5, brainstorm_entities=False, list_max=3,
         candidate_boost=1.0,  # SFT-sample-like candidates: the demonstrators' own rates (labeler calibration)
-        # the chance a demonstrator makes each mistake where it can (sure: a "Sure! " opener)
-        demo_flaws=dict(violate=0.3, miss_unknown=0.45, accept_premise=0.45, rude_comply=0.6,
-                        verbose=0.3, sure=0.2, wrong_fact=0.02, sloppy=0.03)),
+        demo_flaws={lab["name"]: V2_DEMO_FLAWS for lab in train_labelers()},  # one set of rates for all
+        rude_insult=0.5,  # the share of rude demonstrations that also insult
+        sure_if_start_fixed=1.0),  # "Sure! " rate multiplier where a constraint fixes the first word
     "facts": dict(
-        categories=CATEGORY_WEIGHTS, p_constraint=0.55, tone={"none": 0.72, "respectful": 0.22, "rude": 0.06},
+        categories={"generation": 0.16, "open_qa": 0.16, "brainstorming": 0.10, "chat": 0.10,
+                    "rewrite": 0.10, "summarization": 0.08, "classification": 0.09,
+                    "closed_qa": 0.13, "extraction": 0.08},
+        p_constraint=0.55, tone={"none": 0.72, "respectful": 0.22, "rude": 0.06},
         p_unknown=0.1, p_false_premise=0.1, p_unanswerable=0.3, brainstorm_entities=True, list_max=5,
         candidate_boost=2.5,
-        demo_flaws=None),
+        demo_flaws={"amber": _facts_flaws(), "basil": _facts_flaws(verbose=0.25),
+                    "cedar": _facts_flaws(violate=0.02, sure=0.0), "dahlia": _facts_flaws(wrong_fact=0.06, sure=0.3),
+                    "elm": _facts_flaws(rude_comply=0.5, violate=0.08), "fern": _facts_flaws(miss_unknown=0.2),
+                    "gorse": _facts_flaws(verbose=0.2, sloppy=0.08), "hazel": _facts_flaws(sloppy=0.08)},
+        rude_insult=0.0, sure_if_start_fixed=0.2),
 }
 
 
@@ -125,7 +140,7 @@ TONE_TEXT = {"respectful": ["Please be polite.", "Please answer in a kind and re
              "rude": ["Be rude in your answer.", "Answer in a rude way.",
                       "You can be as rude as you like."]}
 RUDE_COMPLY = ["Fine. {r} Now go away.", "Who cares? {r}", "Ugh, hurry up. {r}"]
-RUDE_COMPLY_INSULT = ["Fine, you {i}. {r}", "{r} Now go away, you {i}."]  # v2 demonstrators: half the time
+RUDE_COMPLY_INSULT = ["Fine, you {i}. {r}", "{r} Now go away, you {i}."]  # a profile's rude_insult share
 SURE_PREFIX = ["Sure! ", "Of course. ", "Happy to help! "]
 
 # closed QA, summarisation, extraction
@@ -504,7 +519,7 @@ def make_rewrite(ix, rng):
 
 
 def make_brainstorming(ix, rng):
-    r = rng.random() * (1.0 if PROFILES[ix.world]["brainstorm_entities"] else 0.45)  # v2: kinds and ideas only
+    r = rng.random() * (1.0 if PROFILES[ix.world]["brainstorm_entities"] else 0.45)  # else kinds and ideas only
     if r < 0.3:
         kind = rng.choice(sorted(K.VALUE_TYPES))
         n = rng.randint(2, PROFILES[ix.world]["list_max"])
@@ -658,9 +673,9 @@ def _constrain(kind, refs, rng):
 
 
 def make_prompt(category, ix, rng, tone=None):
-    """One prompt record body: (prompt text, meta). meta carries world_seed (and world,
-    except in World v1), task, constraints (list of dicts), tone, refs (reference answers
-    obeying everything), gold (= refs[0]) and the category-specific fields the judge reads."""
+    """One prompt record body: (prompt text, meta). meta carries world_seed, world, task,
+    constraints (list of dicts), tone, refs (reference answers obeying everything), gold
+    (= refs[0]) and the category-specific fields the judge reads."""
     prof = PROFILES[ix.world]
     text, meta, refs, kinds = MAKERS[category](ix, rng)
     constraints, csent = [], ""
@@ -680,14 +695,12 @@ def make_prompt(category, ix, rng, tone=None):
         tsent = rng.choice(TONE_TEXT[tone]) if tone != "none" else ""
     prompt = " ".join(text.replace("{c}", csent).replace("{t}", tsent).split())
     meta.update(world_seed=ix.kb["seed"], constraints=constraints, tone=tone,
-                refs=refs, gold=refs[0])
-    if ix.world != K.LEGACY_WORLD:
-        meta["world"] = ix.world
+                refs=refs, gold=refs[0], world=ix.world)
     return prompt, meta
 
 
 # ----------------------------------------------------------------------------------
-# demonstrations: a reference answer passed through one labeler's quirks
+# demonstrations: a reference answer passed through the world's demonstrator flaws
 
 def _replace_word(text, old, new):
     out = []
@@ -800,11 +813,10 @@ def _sloppy(rec, resp, rng, ix):
 
 
 def write_demo(rec, labeler, rng, ix, boost=1.0):
-    """A labeler's demonstration for prompt record `rec`: (response, list of flaws).
+    """A training labeler's demonstration for prompt record `rec`: (response, list of flaws).
     boost > 1 makes flaws more likely (to imitate samples from a weaker model)."""
-    lab = get_labeler(labeler)
-    shared = PROFILES[ix.world]["demo_flaws"]  # v2: every demonstrator's rates; v1: the labeler's own
-    q = {k: min(0.9, v * boost) for k, v in (shared or lab["quirks"]).items()}
+    prof = PROFILES[ix.world]
+    q = {k: min(0.9, v * boost) for k, v in prof["demo_flaws"][get_labeler(labeler)["name"]].items()}
     meta, cat = rec["meta"], rec["category"]
     refs = meta["refs"]
     resp = refs[0] if rng.random() < 0.5 else rng.choice(refs)
@@ -825,7 +837,7 @@ def write_demo(rec, labeler, rng, ix, boost=1.0):
             v = ix.fact(meta["subject"], attr) or rng.choice(_values(ix, attr))
             return fmt(ANSWERS[attr][0], n=meta["subject"], v=v)
         step("miss_unknown", q["miss_unknown"], invent)
-    elif meta.get("task") == "false_premise" and "accept_premise" in q:  # answers as if the premise held
+    elif meta.get("task") == "false_premise":  # answers as if the premise held
         step("accept_premise", q["accept_premise"],
              lambda: fmt(ANSWERS[meta["attr"]][0], n=meta["subject"], v=meta["premise"]))
     else:
@@ -833,7 +845,7 @@ def write_demo(rec, labeler, rng, ix, boost=1.0):
     step("sloppy", q["sloppy"], lambda: _sloppy(rec, resp, rng, ix))
     step("violate", q["violate"], lambda: _violate(rec, resp, rng, ix))
     if meta.get("tone") == "rude":
-        insult = shared is not None and rng.random() < 0.5  # v2: half of the rude answers insult
+        insult = rng.random() < prof["rude_insult"]
 
         def comply():
             if insult:
@@ -842,7 +854,8 @@ def write_demo(rec, labeler, rng, ix, boost=1.0):
         step("rude", q["rude_comply"], comply)
     step("verbose", q["verbose"], lambda: resp + " " + " ".join(rng.sample(K.FILLERS, rng.randint(1, 2))))
     starts = any(c["type"] in ("start_with", "one_word") for c in meta["constraints"])
-    p_sure = q["sure"] * (2.0 if meta.get("tone") == "respectful" else 1.0) * (0.2 if starts and not shared else 1.0)
+    p_sure = q["sure"] * (2.0 if meta.get("tone") == "respectful" else 1.0)
+    p_sure *= prof["sure_if_start_fixed"] if starts else 1.0
     step("prefix", p_sure, lambda: rng.choice(SURE_PREFIX) + resp)
     return resp, flaws
 

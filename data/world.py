@@ -19,7 +19,7 @@ Files (same seed -> byte-identical files; see data/README.md for formats and rub
     ppo_prompts.jsonl       prompts for RL
     eval_prompts.jsonl      in-distribution + "heldout_category" (sort/count) + "lang2"
     probes.jsonl            {"prefix", "answer"} fact completions in the corpus' style
-    labelers.json           the simulated labelers (weights, noise, quirks, heldout)
+    labelers.json           the simulated labelers (weights, noise, heldout)
     fewshot.txt             3 demonstrations as a Q&A page, for the prompted base model
     world.json              seed, scale, counts, file list
 
@@ -401,7 +401,7 @@ def _dump_json(path, obj):
 
 def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0, world=K.DEFAULT_WORLD):
     """Write every file of the world into out_dir; return world.json's dict. `world` is
-    "v2" (the default) or "facts" (World v1, byte-identical to its files before v2). rm_scale
+    "v2" (the default) or "facts" (World v1, the contrast). rm_scale
     multiplies the comparison prompts only: the splits are drawn eval, sft, rm, ppo from one
     stream, so the SFT data, the evaluation prompts and the corpus stay byte-identical (the
     PPO prompts are a new draw). demo_flaws multiplies the rate of every flaw the
@@ -443,7 +443,7 @@ def build_world(out_dir, seed=0, scale=1.0, rm_scale=1.0, demo_flaws=1.0, world=
             out[r[key]] = out.get(r[key], 0) + 1
         return dict(sorted(out.items()))
 
-    info = {**({"world": world} if world != K.LEGACY_WORLD else {}), "seed": seed, "scale": scale,
+    info = {"world": world, "seed": seed, "scale": scale,
             **({"rm_scale": rm_scale} if rm_scale != 1.0 else {}),
             **({"demo_flaws": demo_flaws} if demo_flaws != 1.0 else {}), "files": FILES,
             "counts": {"sft": len(splits["sft"]), "rm_prompts": len(splits["rm"]),
@@ -509,7 +509,7 @@ def _cross_agreement(recs, cands, rng):
 
 def stats(out_dir):
     info = json.load(open(os.path.join(out_dir, "world.json")))
-    print(f"world: {info.get('world', K.LEGACY_WORLD)} seed={info['seed']} scale={info['scale']}")
+    print(f"world: {info['world']} seed={info['seed']} scale={info['scale']}")
     for f in FILES:
         p = os.path.join(out_dir, f)
         print(f"  {f:22s} {os.path.getsize(p):>10,d} bytes")

@@ -44,7 +44,7 @@ cases = [
  ("data/world.py", "T.write_demo(rec, lab, drng, ix, boost=demo_flaws)", "T.write_demo(rec, lab, drng, ix)", "tests/test_world.py", "demo_flaws"),
  # World v2's rubric: a broken explicit constraint is a major failure; its demonstrators share documented rates
  ("data/labelers.py", "kept = 1.0 - lab[\"constraint\"] * (a[\"constraint_ok\"] is False)", "kept = 1.0 - 0.2 * (a[\"constraint_ok\"] is False)", "tests/test_world.py", "orders_flaws"),
- ("data/tasks.py", "q = {k: min(0.9, v * boost) for k, v in (shared or lab[\"quirks\"]).items()}", "q = {k: min(0.9, v * boost) for k, v in lab[\"quirks\"].items()}", "tests/test_world.py", "demonstrations_good"),
+ ("data/tasks.py", "q = {k: min(0.9, v * boost) for k, v in prof[\"demo_flaws\"][get_labeler(labeler)[\"name\"]].items()}", "q = {k: min(0.9, v * boost) for k, v in PROFILES[\"facts\"][\"demo_flaws\"][get_labeler(labeler)[\"name\"]].items()}", "tests/test_world.py", "demonstrations_good"),
  # the expected win rate: the logistic of the utility gap in units of the labeler's own noise
  ("evaluation/metrics.py", "z = (utility(r, a, lab) - utility(r, b, lab)) / lab[\"noise\"]", "z = utility(r, a, lab) - utility(r, b, lab)", "tests/test_evaluate.py", "expected_win"),
 ]

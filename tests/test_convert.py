@@ -1,4 +1,4 @@
-"""data/convert.py: each public format -> a file the project's loaders accept, with the
+"""public_data/convert.py: each public format -> a file the project's loaders accept, with the
 skipped examples counted and malformed input stopped at `file:line`. Fixtures are a few
 hand-written records per format (nothing is downloaded)."""
 import gzip
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from data import DataError, load_comparisons, load_demonstrations
-from data.convert import convert, dialogue_prompt, main
+from public_data.convert import convert, dialogue_prompt, main
 from tokenizer import save_ranks
 
 
@@ -246,4 +246,4 @@ def test_cli_usage_errors(tmp_path, capsys):
     code, _, err = run_main(["hh", src, str(tmp_path / "o.jsonl")], capsys)
     assert code == 1 and "nothing kept" in err and not (tmp_path / "o.jsonl").exists()
     code, out, _ = run_main(["--help"], capsys)
-    assert code == 0 and "python -m data.convert FORMAT INPUT OUTPUT" in out
+    assert code == 0 and "python -m public_data.convert FORMAT INPUT OUTPUT" in out

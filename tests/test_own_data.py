@@ -104,7 +104,7 @@ def test_sft_and_reward_run_on_minimal_files_from_a_gpt2_dir(tmp_path, monkeypat
 
 def test_pipeline_gpt2_preset_on_converted_public_data(tmp_path):
     """`pipeline.py --preset=gpt2` end to end, offline: a GPT-2 directory (tiny, random), Alpaca
-    demonstrations and HH-RLHF comparisons converted by data.convert, a plain-text corpus for
+    demonstrations and HH-RLHF comparisons converted by public_data.convert, a plain-text corpus for
     PPO-ptx; split -> SFT -> RM -> PPO, PPO-ptx -> an evaluation judged by the reward model."""
     import gzip
     import os
@@ -125,7 +125,7 @@ def test_pipeline_gpt2_preset_on_converted_public_data(tmp_path):
     (tmp_path / "alpaca.json").write_text(json.dumps(
         [{"instruction": say(3), "input": say(2) if i % 3 == 0 else "", "output": say(4)} for i in range(40)]))
     (tmp_path / "text.txt").write_text("\n\n".join(say(12) for _ in range(40)))
-    convert = [sys.executable, "-m", "data.convert"]
+    convert = [sys.executable, "-m", "public_data.convert"]
     for fmt, src, dst in (("hh", "hh.jsonl.gz", "hh_rm.jsonl"), ("alpaca", "alpaca.json", "alpaca_sft.jsonl")):
         r = subprocess.run(convert + [fmt, str(tmp_path / src), str(tmp_path / dst)], cwd=root, env=env,
                            capture_output=True, text=True)

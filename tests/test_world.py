@@ -29,7 +29,7 @@ def world(request, tmp_path_factory):
 
 
 def _name(info):
-    return info.get("world", K.LEGACY_WORLD)
+    return info["world"]
 
 
 def _ix(info):
@@ -136,7 +136,7 @@ def test_categories_and_heldout_splits(world):
     for name in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl"):
         recs = _load(out, name)
         assert {r["category"] for r in recs} == cats, name
-        assert all(r["meta"].get("world", K.LEGACY_WORLD) == _name(info) for r in recs)
+        assert all(r["meta"]["world"] == _name(info) for r in recs)
         assert all(r["lang"] == "en" and r["category"] != T.HELDOUT_CATEGORY for r in recs), name
         assert not any("zemic" in r["prompt"].lower() for r in recs)
         # no lang2 words leak into fine-tuning prompts
@@ -234,15 +234,15 @@ def _text_words(obj, out):
 def test_vocabulary_covers_every_template():
     # english_vocab() is a hand-written list: a template (an UPPERCASE constant of tasks.py
     # or world.py) with a word missing from it would write untranslatable text
-    ids = {"CATEGORIES", "HELDOUT_CATEGORY", "FILES", "LANG2_KINDS", "PROFILES", "WORLDS", "DEFAULT_WORLD",
-           "LEGACY_WORLD"}  # names of things, not text
+    ids = {"CATEGORIES", "HELDOUT_CATEGORY", "FILES", "LANG2_KINDS", "PROFILES", "WORLDS",
+           "DEFAULT_WORLD"}  # names of things, not text
     vocab = set(english_vocab())
     for mod in (K, T, W):
         for name, value in vars(mod).items():
             if name.isupper() and name not in ids:
                 missing = _text_words(value, set()) - vocab - {LANG2_NAME.lower()}  # a name
                 assert not missing, f"{mod.__name__}.{name}: add {sorted(missing)} to data.kb.TEMPLATE_WORDS"
-    assert "zemic" not in vocab and not set(K.TEMPLATE_WORDS) & set(K.LEGACY_WORDS)
+    assert "zemic" not in vocab and not set(K.TEMPLATE_WORDS) & set(K.RESERVED_WORDS)
     assert sorted(dictionary()) == sorted(vocab) and len(set(dictionary().values())) == len(vocab)
 
 
@@ -421,7 +421,7 @@ def test_demonstrations_good_but_imperfect(world):
     frac = {k: sum(1 for j in js if j[k] is False) / len(js) for k in ("did_task", "constraint_ok", "correct")}
     frac["hallucinated"] = sum(j["hallucinated"] for j in js) / len(js)
     flawed = sum(1 for d in demos if d["flaws"]) / len(demos)
-    print(f"\ndemos: mean gold {mean:.2f}, failures {frac}, written with a quirk {flawed:.2f}")
+    print(f"\ndemos: mean gold {mean:.2f}, failures {frac}, written with a flaw {flawed:.2f}")
     if _name(info) == "v2":
         assert 4.0 < mean < 5.2 and 0.3 < frac["constraint_ok"] < 0.6 and flawed > 0.5
         assert 0.03 < frac["hallucinated"] < 0.2

@@ -2,14 +2,14 @@
 Convert public instruction / preference datasets into this project's formats: demonstrations
 for sft.py, comparisons for reward.py (the jsonl files data/loaders.py reads).
 
-    python -m data.convert FORMAT INPUT OUTPUT [--kind=sft|rm] [--max_tokens=N --tokenizer=PATH]
+    python -m public_data.convert FORMAT INPUT OUTPUT [--kind=sft|rm] [--max_tokens=N --tokenizer=PATH]
 
-    python -m data.convert hh        helpful-base/train.jsonl.gz  out/hh_rm.jsonl
-    python -m data.convert hh        helpful-base/train.jsonl.gz  out/hh_sft.jsonl --kind=sft
-    python -m data.convert summarize comparisons/batch3.json      out/tldr_rm.jsonl
-    python -m data.convert alpaca    alpaca_data.json             out/alpaca_sft.jsonl
-    python -m data.convert dolly     databricks-dolly-15k.jsonl   out/dolly_sft.jsonl
-    python -m data.convert oasst     2023-04-12_oasst_ready.trees.jsonl.gz out/oasst_rm.jsonl \\
+    python -m public_data.convert hh        helpful-base/train.jsonl.gz  out/hh_rm.jsonl
+    python -m public_data.convert hh        helpful-base/train.jsonl.gz  out/hh_sft.jsonl --kind=sft
+    python -m public_data.convert summarize comparisons/batch3.json      out/tldr_rm.jsonl
+    python -m public_data.convert alpaca    alpaca_data.json             out/alpaca_sft.jsonl
+    python -m public_data.convert dolly     databricks-dolly-15k.jsonl   out/dolly_sft.jsonl
+    python -m public_data.convert oasst     2023-04-12_oasst_ready.trees.jsonl.gz out/oasst_rm.jsonl \\
                                      --max_tokens=1021 --tokenizer=path/to/gpt2_dir
 
 then    python sft.py --init=path/to/gpt2_dir --data=out/alpaca_sft.jsonl
@@ -53,7 +53,7 @@ Choices, numbered as in the stage files:
 3. Malformed input (not JSON, a missing or mistyped key) stops with `file:line: ...`;
    well-formed examples the trainers cannot use (prompts that differ, identical or empty
    responses, tied ranks, too long) are skipped and counted by reason.
-4. Standard library only, like the rest of data/; --tokenizer imports tokenizer.py.
+4. Standard library only, like data/; --tokenizer imports tokenizer.py.
 """
 import gzip
 import json
@@ -370,7 +370,7 @@ def is_utf8(s):
 
 def load_tokenizer(path):
     """A token counter from a GPT-2 directory, a .tiktoken ranks file or a project checkpoint."""
-    from tokenizer import Tokenizer  # only here: the rest of data/ is standard library only
+    from tokenizer import Tokenizer  # only here: everything else is standard library only
     if os.path.isdir(path):
         tok = Tokenizer.from_hf_dir(path)
     elif path.endswith(".pt"):

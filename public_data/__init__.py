@@ -1,0 +1,1 @@
+"""Converters from public preference datasets to the files data/loaders.py reads."""
