@@ -96,7 +96,7 @@ def plan(recs, cfg, temps, with_base, rng):
 
 def fill(policy, base, tok, recs, plans, cfg, rng):
     """Step 2: fill the slots -> per prompt [(text, source)]: batched KV-cached sampling per model
-    and temperature; demonstrations written by a training labeler with that labeler's quirks
+    and temperature; demonstrations written by a training labeler with the world's demonstrator flaws
     (data/tasks.write_demo)."""
     jobs = {"sft": [], "base": []}
     for r, slots in zip(recs, plans):

@@ -13,12 +13,12 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
     python pipeline.py --world=facts # World v1, the contrast: a world of facts RL does not teach -> out/facts/
     python pipeline.py --help        # every option (PipelineConfig), with its default
 
-GPT-2 and your own data (or public data, converted by `python -m data.convert`):
+GPT-2 and your own data (or public data, converted by `python -m public_data.convert`):
 
     python pipeline.py --preset=gpt2 --init=path/to/gpt2_dir --sft_data=alpaca_sft.jsonl \
         --comparisons=hh_rm.jsonl [--ptx_data=text.txt] [--heldout=text.txt] [--nproc=N] [--out=out/gpt2]
 
-    split (data.split: RM train/val, PPO and evaluation prompts) -> SFT from the GPT-2
+    split (public_data.split: RM train/val, PPO and evaluation prompts) -> SFT from the GPT-2
     directory -> reward model -> DPO, PPO (and PPO-ptx with --ptx_data) -> evaluation by the RM
 
 presets/gpt2.json holds that recipe's settings; --quick adds presets/gpt2_quick.json (tiny,
@@ -126,7 +126,7 @@ def gpt2_stages(out, cfg):
                   if cfg.nproc > 1 else [])
     ptx, held = cfg.ptx_data, cfg.heldout
     plan = [
-        ("split", py + ["-m", "data.split", cfg.comparisons, out, f"--seed={seed}"], False),
+        ("split", py + ["-m", "public_data.split", cfg.comparisons, out, f"--seed={seed}"], False),
         ("sft", train + ["sft.py", f"--init={cfg.init}", f"--data={cfg.sft_data}", f"--out={out}/sft.pt",
                          f"--heldout={held}", f"--ptx_data={ptx}", f"--seed={1337 + seed}"], True),
         ("reward", train + ["reward.py", f"--init={out}/sft.pt", f"--data={out}/comparisons_train.jsonl",

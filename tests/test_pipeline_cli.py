@@ -106,16 +106,16 @@ def test_gpt2_preset_plan(monkeypatch, tmp_path):
         (tmp_path / f).write_text("")
     args = ["--preset=gpt2", "--init=gpt2", "--sft_data=sft.jsonl", "--comparisons=comps.jsonl", "--out=o"]
     _, calls = run_main(monkeypatch, tmp_path, args + ["--nproc=2", "--quick", "--ptx_data=text.txt"])
-    by_stage = {next(a for a in c if a.endswith(".py") or a == "data.split"): c for c in calls}
-    assert [c[1:5] for c in calls if c[1] == "-m" and c[2] != "data.split"] == [
+    by_stage = {next(a for a in c if a.endswith(".py") or a == "public_data.split"): c for c in calls}
+    assert [c[1:5] for c in calls if c[1] == "-m" and c[2] != "public_data.split"] == [
         ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]] * 5  # sft reward dpo ppo ppo_ptx
-    assert set(by_stage) == {"data.split", "sft.py", "reward.py", "dpo.py", "ppo.py", "evaluate.py"}
+    assert set(by_stage) == {"public_data.split", "sft.py", "reward.py", "dpo.py", "ppo.py", "evaluate.py"}
     assert f"--init={tmp_path}/gpt2" in by_stage["sft.py"] and f"--ptx_data={tmp_path}/text.txt" in by_stage["sft.py"]
     sft = by_stage["sft.py"]
     assert sft.index("--epochs=2") < sft.index("--epochs=1")  # gpt2.json, then gpt2_quick.json: the quick one wins
     assert sum(c[-1] == "--resume=True" for c in calls) == 5  # sft, reward, dpo, ppo, ppo_ptx
     _, calls = run_main(monkeypatch, tmp_path, args + ["--redo=split"])
-    assert [c[1] if c[1] != "-m" else c[2] for c in calls] == ["data.split", "sft.py", "reward.py", "dpo.py", "ppo.py",
+    assert [c[1] if c[1] != "-m" else c[2] for c in calls] == ["public_data.split", "sft.py", "reward.py", "dpo.py", "ppo.py",
                                                                 "evaluate.py"]  # no ptx_data: no PPO-ptx, no torchrun
 
 
