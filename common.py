@@ -254,9 +254,10 @@ def log_line(step, total, **metrics):
 #   torchrun --nproc_per_node=2 sft.py --device=cpu ...     # 2 CPU processes (gloo)
 #
 # Every process (a "rank") holds a whole copy of the model and trains on its own share of
-# each batch, its random numbers seeded with seed + rank. Before each optimizer step the
-# ranks average their gradients (`sync_gradients`), so every copy takes the same step and
-# the copies stay equal. Rank 0 alone prints, evaluates and saves. A run on N ranks is the
+# each batch, its random numbers seeded with seed + rank. The copies start equal (a stage
+# draws any random initialisation before it seeds with seed + rank), and before each
+# optimizer step the ranks average their gradients (`sync_gradients`), so every copy takes
+# the same step and the copies stay equal. Rank 0 alone prints, evaluates and saves. A run on N ranks is the
 # one-process run in expectation, not bit for bit (as in nanoGPT and CleanRL).
 
 

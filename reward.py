@@ -294,10 +294,11 @@ def main():
         die(f"--batch_size={cfg.batch_size} is smaller than ranks x --grad_accum ({world} x {cfg.grad_accum})", 2)
     print_config(cfg)
     print(f"device {device} | precision {precision_name(device)} | ranks {world}")
-    seed_everything(cfg.seed + rank)  # the batch order below uses its own cfg.seed generator
 
-    # 2a. RM = SFT trunk + a fresh scalar head
+    # 2a. RM = SFT trunk + a fresh scalar head, initialised alike on every rank
+    seed_everything(cfg.seed)
     rm, tok = reward_model_from(cfg, device)
+    seed_everything(cfg.seed + rank)  # from here each rank its own random numbers (the batch order has its own)
     comps, val, val_h, demos = load_data(cfg, tok, rm.trunk.config.block_size)
 
     # 2b. batches: whole prompts (paper) or shuffled single pairs (the ablation)

@@ -1,6 +1,7 @@
 """Shared test setup: one thread (tiny models on a busy 2-core box run far faster so),
 and the repo root on sys.path so tests can `import model`, `import data.world`, ...; plus
-`run` (a stage script as a subprocess, or N of them under torchrun) and the `files`
+`run` (a stage script as a subprocess, or N of them under torchrun), `interrupt` (one
+killed mid-run) and the `files`
 fixture (a random tiny base model, demonstrations, comparisons, prompts) that the DDP and
 DPO tests share."""
 import json
@@ -8,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 
 import pytest
@@ -31,6 +33,20 @@ def run(script, args, nproc=1):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
+
+
+def interrupt(script, args, checkpoint):
+    """Start a stage script, kill it (SIGKILL: no clean-up runs) as soon as `checkpoint` exists,
+    and return the checkpoint it left: what a crash or a Ctrl-C mid-run leaves behind."""
+    p = subprocess.Popen([sys.executable, script, "--device=cpu"] + args, cwd=ROOT, env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not os.path.exists(checkpoint) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    p.kill()
+    err = p.communicate()[1]
+    assert os.path.exists(checkpoint), err[-3000:]
+    return torch.load(checkpoint, weights_only=True)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ cases = [
  ("ppo.py", "rewards[torch.arange(len(scores)), last] += scores", "rewards[:, -1] += scores", "tests/test_ppo.py", "placement"),
  ("ppo.py", "baseline = (grp.sum(1, keepdim=True) - grp) / (k - 1)", "baseline = grp.mean(1, keepdim=True)", "tests/test_ppo.py", "rloo"),
  ("reward.py", "losses.append(-F.logsigmoid(diff).mean())", "losses.append(-F.logsigmoid(diff).sum())", "tests/test_sft_reward.py", "brute_force"),
- ("policy.py", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a, len(ranking))]", "tests/test_sft_reward.py", "ranked_pairs"),
+ ("data/loaders.py", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]", "return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a, len(ranking))]", "tests/test_sft_reward.py", "ranked_pairs"),
  ("reward.py", "keep = [i for i, s in enumerate(c[\"sources\"]) if s.startswith(\"sft\")]", "keep = [i for i, s in enumerate(c[\"sources\"]) if not s.startswith(\"demo\")]", "tests/test_sft_reward.py", "sft_pairs_only"),
  ("sft.py", "unseen[render(tok, d[\"prompt\"], d[\"response\"])[0]] = False", "unseen[render(tok, d[\"prompt\"])[0]] = False", "tests/test_sft_reward.py", "unseen"),
  # data parallel: the exact global mean, the whole batch's sampling noise, whitening over all ranks

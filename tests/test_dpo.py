@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import run  # and the `files` fixture: a tiny base model and comparisons
+from conftest import interrupt, run  # and the `files` fixture: a tiny base model and comparisons
 from dpo import dpo_loss, ranked_dpo_loss
 from model import GPT, GPTConfig, response_logprobs
 from policy import load_policy, pair_batch
@@ -125,7 +125,7 @@ def test_pair_batch_answer_logprobs_sum_the_answer_tokens_only():
 def test_dpo_end_to_end_and_exact_resume(files, tmp_path):
     """dpo.py on the tiny comparisons: logs every step, checkpoint with stage "dpo" that
     evaluate.py loads as a policy of the "dpo" family; the implicit reward learns its pairs;
-    a run stopped after 3 steps and resumed ends bit-identical to an uninterrupted one."""
+    a run killed mid-way and resumed ends bit-identical to an uninterrupted one."""
     import evaluate
 
     d = files
@@ -139,11 +139,12 @@ def test_dpo_end_to_end_and_exact_resume(files, tmp_path):
     assert {"model", "model_config", "tokenizer", "config"} <= set(ck) and ck["config"]["beta"] == 0.1
     assert ck["report"]["val_acc"] > 0.6 and ck["report"]["val_loss"] < math.log(2)  # it learned the (training) pairs
 
-    log = run("dpo.py", args + [f"--out={tmp_path}/b.pt", "--stop_after=3"])
-    assert "stopped after step 3 of 10" in log
-    log = run("dpo.py", args + [f"--out={tmp_path}/b.pt", "--resume=True"])
-    assert "resumed from" in log and "step 3/10" not in log
-    b = torch.load(f"{tmp_path}/b.pt", weights_only=True)
-    for k, v in ck["model"].items():
+    left = interrupt("dpo.py", args + ["--epochs=6", f"--out={tmp_path}/b.pt"], f"{tmp_path}/b.pt.last")
+    assert 1 <= left["step"] < 30  # killed mid-run: the .last file of a finished interval is all that is left
+    log = run("dpo.py", args + ["--epochs=6", f"--out={tmp_path}/b.pt", "--resume=True"])
+    assert "resumed from" in log and f"step {left['step']}/30" not in log and "step 30/30" in log
+    c = run("dpo.py", args + ["--epochs=6", f"--out={tmp_path}/c.pt"])  # the same run, never interrupted
+    b, c = torch.load(f"{tmp_path}/b.pt", weights_only=True), torch.load(f"{tmp_path}/c.pt", weights_only=True)
+    for k, v in c["model"].items():  # DPO draws no random numbers while training: the same weights
         assert torch.equal(v, b["model"][k]), k
-    assert [h["step"] for h in b["history"]] == list(range(11))
+    assert [h["step"] for h in b["history"]] == list(range(31))

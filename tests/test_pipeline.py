@@ -11,6 +11,8 @@ import sys
 import pytest
 import torch
 
+from conftest import interrupt
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
 
@@ -124,19 +126,20 @@ def test_user_mistakes_give_one_line_errors(quick, tmp_path):
 
 
 def test_pretrain_resume_matches_uninterrupted(quick, tmp_path):
+    """Killed mid-run, pretrain.py --resume=True continues from its last checkpoint to the same
+    weights as a run never interrupted (its windows come from a generator saved with it)."""
     out, _ = quick
     base = ["pretrain.py", "--size=tiny", f"--tokenizer={out}/tokenizer.tiktoken", f"--data={out}/world/corpus_train.txt",
             f"--heldout={out}/world/corpus_heldout.txt", "--probes=", "--eval_interval=10", "--eval_batches=2",
-            "--batch_size=4", "--train_ctx=32"]
-    assert run(base + ["--max_iters=20", f"--out={tmp_path}/a.pt"]).returncode == 0
-    # "interrupt" after 10 steps: a run that stops at 10 leaves the same checkpoint a crash would
-    assert run(base + ["--max_iters=20", f"--out={tmp_path}/b.pt", "--stop_after=10"]).returncode == 0
-    assert torch.load(f"{tmp_path}/b.pt", weights_only=True)["step"] == 10
-    r = run(base + ["--max_iters=20", f"--out={tmp_path}/b.pt", "--resume=True"])
+            "--batch_size=4", "--train_ctx=32", "--max_iters=300"]
+    left = interrupt("pretrain.py", base[1:] + [f"--out={tmp_path}/b.pt"], f"{tmp_path}/b.pt")
+    assert 10 <= left["step"] < 300
+    r = run(base + [f"--out={tmp_path}/b.pt", "--resume=True"])
     assert r.returncode == 0 and "resumed" in r.stdout
+    assert run(base + [f"--out={tmp_path}/a.pt"]).returncode == 0
     a = torch.load(f"{tmp_path}/a.pt", weights_only=True)
     b = torch.load(f"{tmp_path}/b.pt", weights_only=True)
-    assert a["step"] == b["step"] == 20
+    assert a["step"] == b["step"] == 300
     assert a["val_loss"] == b["val_loss"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k

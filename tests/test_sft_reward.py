@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, ScalarModel, left_pad
 from reward import comparison_loss, pairwise_loss
-from policy import ranked_pairs, rm_batch
+from data import ranked_pairs
+from policy import rm_batch
 from sft import sft_batch
 from tokenizer import Tokenizer, render, train_bpe
 
@@ -241,18 +242,9 @@ def test_reward_batch_loss_goes_through_the_given_score(tok):
         assert calls == [5, 4] and torch.allclose(loss, pairwise_loss(s[:2], s[2:])[0])
 
 
-def test_split_in_one_process_and_the_last_scrap():
-    """ddp.split in one process: the batch in n interleaved micro-batches, or [] for a scrap
-    smaller than n (SFT, RM and DPO skip that step)."""
-    import ddp
-    assert ddp.split(list(range(5)), 1) == [[0, 1, 2, 3, 4]]
-    assert ddp.split(list(range(5)), 2) == [[0, 2, 4], [1, 3]]
-    assert ddp.split([7], 2) == [] and ddp.split([], 1) == []
-
-
 def test_sft_and_reward_resume_continue_their_counters(files, tmp_path):
     """sft.py and reward.py write out.last after every epoch; --resume=True with more epochs
-    picks up the epoch, step and history there (and the RNG state) instead of starting over."""
+    picks up the epoch, step and history there instead of starting over."""
     from conftest import run
     d = files
     sft = [f"--init={d}/base.pt", f"--data={d}/demos.jsonl", "--batch_size=8", "--ptx_data=", "--heldout=",
