@@ -28,6 +28,8 @@ Deviations from `save_pretrained`:
 2. A model trained with bias=False gets zero biases: GPT-2 always has them, and a zero bias
    is no bias.
 3. No tokenizer.json: transformers builds its fast tokenizer from vocab.json + merges.txt.
+4. transformers turns special-token text typed in a prompt ("<|endoftext|>") into the control
+   token; tokenizer.encode never does. `tok(text, split_special_tokens=True)` matches ours.
 """
 import json
 import os
