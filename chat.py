@@ -86,20 +86,12 @@ def parse_models(spec, run):
     return pairs
 
 
-def world_folder(cfg):
-    if cfg.world == "none":
-        return None
-    if cfg.world:
-        return cfg.world
-    run_world = os.path.join(cfg.run, "world")
-    return run_world if os.path.isdir(run_world) else "data/world"
-
-
-def load_world(folder):
-    """-> ({prompt text: record with meta}, the evaluation prompts). Files that are not
-    there are skipped: without a world there is simply no gold judge."""
+def load_world(cfg):
+    """-> ({prompt text: record with meta}, the evaluation prompts) of --world, or RUN/world, or
+    data/world (pipeline.py's places). Files that are not there are skipped: no gold judge then."""
+    folder = cfg.world or next((f for f in (os.path.join(cfg.run, "world"), "data/world") if os.path.isdir(f)), "")
     by_prompt, eval_recs = {}, []
-    for name in WORLD_PROMPT_FILES if folder else []:
+    for name in WORLD_PROMPT_FILES if folder not in ("", "none") else []:
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             continue
@@ -132,7 +124,7 @@ class Chat:
             self.rm, ck = load_reward_model(rm_path, self.device)  # dies on a missing/wrong file
             self.rm_tok = Tokenizer.from_dict(ck["tokenizer"])
         self.rm_path = rm_path if self.rm is not None else None
-        self.world, self.eval_prompts = load_world(world_folder(cfg))
+        self.world, self.eval_prompts = load_world(cfg)
         self.lock, self.n_asked, self.rng = threading.Lock(), 0, random.Random(cfg.seed)
 
     def info(self):
@@ -258,11 +250,12 @@ def terminal(chat):
 class ChatHandler(BaseHTTPRequestHandler):
     """GET / (the page), /api/info, /api/random; POST /api/chat. `chat` is set by make_server."""
     chat = None
+    timeout = 30  # seconds a client may take to send its request: a stalled one frees its thread
 
-    def send_json(self, code, obj):
-        body = json.dumps(obj).encode("utf-8")
+    def send_json(self, code, obj, content_type="application/json; charset=utf-8"):
+        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode("utf-8")
         self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -272,12 +265,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             with open(PAGE, encoding="utf-8") as f:  # INFO in the page: it opens with the models found
                 page = f.read().replace("/*INFO*/null", json.dumps(self.chat.info()).replace("<", "\\u003c"))
-            body = page.encode("utf-8")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(200, page.encode("utf-8"), "text/html; charset=utf-8")
         elif path == "/api/info":
             self.send_json(200, self.chat.info())
         elif path == "/api/random":
@@ -295,7 +283,9 @@ class ChatHandler(BaseHTTPRequestHandler):
             n = int(self.headers.get("Content-Length", ""))
         except ValueError:
             return self.send_json(411, {"error": "a Content-Length header is required"})
-        if n > MAX_BODY or n < 0:
+        if n < 0:
+            return self.send_json(400, {"error": "a negative Content-Length"})
+        if n > MAX_BODY:
             self.close_connection = True  # the body is not read: the connection cannot be reused
             return self.send_json(413, {"error": f"request body of {n} bytes: the limit is {MAX_BODY}"})
         try:
