@@ -84,22 +84,22 @@ def hf_state_dict(model):
 
 
 def write_safetensors(tensors, file):
-    """{name: tensor} -> a .safetensors file, by hand (model.read_safetensors reads it back).
-    Layout: u64 little-endian N, N bytes of JSON header (space-padded so the data starts
-    8-byte aligned), then every tensor's bytes back to back, offsets relative to the data."""
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0  # transformers wants format "pt"
+    """{name: float32 tensor} -> a .safetensors file, by hand (model.read_safetensors reads it
+    back). Layout: u64 little-endian N, N bytes of JSON header (space-padded so the data starts
+    8-byte aligned), then every tensor's bytes back to back, offsets relative to the data.
+    The offsets come from the shapes, so each tensor is converted only as it is written."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0  # transformers wants format "pt"
     for name, t in tensors.items():
-        data = t.numpy().astype("<f4").tobytes()  # little-endian float32, C order
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
+        size = t.numel() * 4  # float32
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # the format allows trailing spaces in the header; they align the data
     with open(file, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        for data in blobs:
-            f.write(data)
+        for t in tensors.values():
+            f.write(t.numpy().astype("<f4").tobytes())  # little-endian float32, C order
 
 
 def hf_config(model, tok):
