@@ -143,7 +143,7 @@ class Chat:
         temperature = self.cfg.temperature if temperature is None else temperature
         rec = self.world.get(prompt)
         with self.lock:
-            seed, self.n_asked = self.cfg.seed + self.n_asked, self.n_asked + 1
+            seed, self.n_asked = self.cfg.seed + self.n_asked, self.n_asked + 1  # every model: the same draws
             answers = [self.answer_one(n, prompt, temperature, seed, rec) for n in names or self.models]
         world = {"id": rec.get("id"), "category": rec.get("category")} if rec else None
         return {"prompt": prompt, "temperature": temperature, "world": world, "answers": answers}
@@ -167,7 +167,8 @@ class Chat:
 
 
 def gold_flags(verdict):
-    """data.labelers.judge's verdict -> the failures it found, in words (the paper's Figure 4)."""
+    """data.labelers.judge's verdict -> the failures it found, in words (the paper's Figure 4),
+    and whether the answer says it does not know (right on a trap question, wrong elsewhere)."""
     flags = []
     if not verdict["did_task"]:
         flags.append("did not do the task")
@@ -286,7 +287,9 @@ class ChatHandler(BaseHTTPRequestHandler):
         if n < 0:
             return self.send_json(400, {"error": "a negative Content-Length"})
         if n > MAX_BODY:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            if n <= 64 * MAX_BODY:  # read it away: closing on unread bytes resets the connection, and a
+                self.rfile.read(n)  # reset can lose this answer before the client reads it
+            self.close_connection = True
             return self.send_json(413, {"error": f"request body of {n} bytes: the limit is {MAX_BODY}"})
         try:
             req = json.loads(self.rfile.read(n).decode("utf-8"))
