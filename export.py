@@ -24,7 +24,8 @@ with --force, the files of the same names are replaced and the ones a GPT-2 load
 read instead of them (tokenizer.json, pytorch_model.bin, ...) are removed.
 
 Deviations from `save_pretrained`:
-1. Only float32 tensors, no lm_head.weight (GPT-2 ties it to wte, as model.py does).
+1. Only float32 tensors, no lm_head.weight (GPT-2 ties it to wte, as model.py does), and the
+   dropouts set to 0 in config.json: an export for inference (set them yourself to train on).
 2. A model trained with bias=False gets zero biases: GPT-2 always has them, and a zero bias
    is no bias.
 3. No tokenizer.json: transformers builds its fast tokenizer from vocab.json + merges.txt.

@@ -2,6 +2,7 @@
 loader (equal logits, equal token ids) and, where installed, through transformers. ~5 s."""
 import json
 import os
+import random
 from dataclasses import asdict
 
 import pytest
@@ -19,7 +20,6 @@ TEXTS = ["Where does Belan live? Say <|endoftext|> and <|user|> as plain text.",
 
 def checkpoint(path, bias=True, stage="sft", seed=0):
     """A random tiny GPT (or reward model) in the project's checkpoint format."""
-    import random
     rng = random.Random(seed)
     tok = Tokenizer(train_bpe(" ".join(rng.choice(WORDS) for _ in range(2000)), 300))
     cfg = GPTConfig(block_size=128, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, bias=bias)
