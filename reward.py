@@ -9,7 +9,7 @@ K responses to one prompt; every one of the C(K,2) pairs says "y_w beat y_l", an
 
 All C(K,2) pairs of one prompt form ONE batch element, computed from K forward passes
 (not C(K,2)): batching per prompt is cheaper, and shuffling pairs across the dataset made
-the paper's RM overfit within one epoch (try --group_pairs=False to see it).
+the paper's RM overfit within one epoch (docs/exercises.md has the lines that shuffle them).
 
     python reward.py                                     # out/sft.pt + out/comparisons.jsonl -> out/rm.pt
     python reward.py --epochs=1 --max_comparisons=64     # tiny
@@ -75,7 +75,6 @@ class RewardConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     lm_feature: bool = True  # add the trunk's own mean log-likelihood of the response to the score (False = paper)
-    group_pairs: bool = True  # True: all C(K,2) pairs of a prompt in one element (paper); False: shuffle pairs
     max_comparisons: int = 0  # use only the first N comparisons (0 = all)
     log_interval: int = 20
     seed: int = 1337
@@ -121,12 +120,6 @@ def ranking_agreement(comps):
             agree += pos[w] < pos[l]
             total += 1
     return (agree / total if total else float("nan")), total
-
-
-def pairwise_loss(scores_w, scores_l):
-    """The shuffled-pairs variant: each element is one (winner, loser) pair."""
-    diff = scores_w - scores_l  # (B,)
-    return -F.logsigmoid(diff).mean(), (diff > 0).float().mean().item()
 
 
 @torch.no_grad()
@@ -194,23 +187,18 @@ def load_data(cfg, tok, block_size):
     return comps, val, val_h, demos
 
 
-def batch_loss(score, tok, comps, items, group_pairs, device):
-    """The mean comparison loss (and pair accuracy) of a list of batch items: prompt indices
-    (group_pairs), or (prompt, winner, loser) triples. `score`: rm.score (or it compiled)."""
-    if group_pairs:
-        # K forward passes per prompt, all prompts of the batch in one padded forward
-        prompts = [comps[i]["prompt"] for i in items for _ in comps[i]["responses"]]
-        responses = [r for i in items for r in comps[i]["responses"]]
-        scores = score(*rm_batch(tok, prompts, responses, device))  # (N,)
-        groups, off = [], 0
-        for i in items:
-            groups.append((off, comps[i]["ranking"]))
-            off += len(comps[i]["responses"])
-        return comparison_loss(scores.float(), groups)
-    prompts = [comps[i]["prompt"] for i, _, _ in items]
-    s = score(*rm_batch(tok, prompts * 2, [comps[i]["responses"][w] for i, w, _ in items] +
-                        [comps[i]["responses"][l] for i, _, l in items], device)).float()
-    return pairwise_loss(s[: len(items)], s[len(items) :])
+def batch_loss(score, tok, comps, device):
+    """The mean comparison loss (and pair accuracy) of a batch of ranked prompts: K forward
+    passes per prompt, all the batch's answers in one padded forward. `score`: rm.score (or
+    it compiled)."""
+    prompts = [c["prompt"] for c in comps for _ in c["responses"]]
+    responses = [r for c in comps for r in c["responses"]]
+    scores = score(*rm_batch(tok, prompts, responses, device))  # (N,)
+    groups, off = [], 0
+    for c in comps:
+        groups.append((off, c["ranking"]))
+        off += len(c["responses"])
+    return comparison_loss(scores.float(), groups)
 
 
 def normalise(rm, tok, comps, demos, device):
@@ -301,12 +289,8 @@ def main():
     seed_everything(cfg.seed + rank)  # from here each rank its own random numbers (the batch order has its own)
     comps, val, val_h, demos = load_data(cfg, tok, rm.trunk.config.block_size)
 
-    # 2b. batches: whole prompts (paper) or shuffled single pairs (the ablation)
-    if cfg.group_pairs:
-        items = list(range(len(comps)))
-    else:
-        items = [(i, w, l) for i, c in enumerate(comps) for w, l in ranked_pairs(c["ranking"])]
-    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    # 2b. a batch element is a whole ranked prompt with all its pairs (the paper)
+    steps_per_epoch = math.ceil(len(comps) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt = rm.trunk.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
     opt.add_param_group({"params": list(rm.head.parameters()) + ([rm.lm_coef] if cfg.lm_feature else []),
@@ -322,12 +306,12 @@ def main():
     t0 = time.time()
     rm.train()
     while epoch < cfg.epochs:
-        order = items[:]
+        order = list(range(len(comps)))
         random.Random(cfg.seed + epoch).shuffle(order)  # each epoch its own order, the same on every rank
         bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                    disable=rank > 0)
         for b in bar:
-            batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch = [comps[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if len(batch) < world * cfg.grad_accum:  # an epoch's last scrap, too small to share: all ranks skip it
                 continue
             for g in opt.param_groups:
@@ -336,7 +320,7 @@ def main():
             opt.zero_grad(set_to_none=True)
             for micro in range(cfg.grad_accum):  # the same step in N parts: 1/N of the activation memory
                 with autocast(device):
-                    loss, acc = batch_loss(score, tok, comps, mine[micro :: cfg.grad_accum], cfg.group_pairs, device)
+                    loss, acc = batch_loss(score, tok, mine[micro :: cfg.grad_accum], device)
                 if not torch.isfinite(loss):
                     die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
                 (loss / cfg.grad_accum).backward()

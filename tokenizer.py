@@ -15,7 +15,7 @@ Train a tokenizer (tiny / what the pipeline runs; a few seconds on CPU either wa
 Use it:
 
     from tokenizer import Tokenizer, render
-    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.gpt2(), Tokenizer.from_hf_dir(dir)
+    tok = Tokenizer.from_file("out/tok.tiktoken")   # or Tokenizer.from_hf_dir(gpt2_dir)
     ids, mask = render(tok, "What is 2+2?", " 4")
 
 Design, and deviations from GPT-2 / InstructGPT:
@@ -32,8 +32,8 @@ Design, and deviations from GPT-2 / InstructGPT:
 4. `encode()` never produces special tokens: text typed by a user that happens to contain
    "<|endoftext|>" is encoded as ordinary bytes. Only `render()` inserts control tokens.
 5. GPT-2's tokenizer comes from a Hugging Face directory's own vocab.json + merges.txt
-   (`from_hf_dir`, offline, checked against transformers in tests/test_gpt2_dir.py), or
-   from tiktoken's "gpt2" encoding (`gpt2()`, which tiktoken downloads once).
+   (`from_hf_dir`, offline, checked against transformers in tests/test_gpt2_dir.py); a
+   checkpoint stores the ranks themselves, so it loads with no network.
 """
 import base64
 import heapq
@@ -383,34 +383,15 @@ class Tokenizer:
         self.name = name
         self.vocab_size = n + len(SPECIAL_TOKENS)
         self.eot_id, self.pad_id, self.user_id, self.assistant_id = (special[s] for s in SPECIAL_TOKENS)
-        self._is_gpt2 = False  # set by gpt2(): serialise by name, not by 50k ranks
 
     @classmethod
     def from_file(cls, path: str, name: str = "bpe") -> "Tokenizer":
         return cls(load_ranks(path), name=name)
 
     @classmethod
-    def gpt2(cls) -> "Tokenizer":
-        """GPT-2's 50256 BPE ranks (<|endoftext|> = 50256) plus <|pad|>, <|user|>,
-        <|assistant|> = 50257, 50258, 50259. tiktoken downloads the ranks once."""
-        try:
-            base = tiktoken.get_encoding("gpt2")
-        except Exception as e:
-            raise RuntimeError(
-                "could not load tiktoken's 'gpt2' encoding: it is downloaded on first use, "
-                "so run once with network access, or set TIKTOKEN_CACHE_DIR to a directory "
-                f"that already holds the cached file ({type(e).__name__}: {e})"
-            ) from e
-        tok = cls(base._mergeable_ranks, name="gpt2", pat_str=base._pat_str)
-        assert tok.eot_id == base.eot_token == 50256
-        tok._is_gpt2 = True
-        return tok
-
-    @classmethod
     def from_hf_dir(cls, path: str) -> "Tokenizer":
         """GPT-2's tokenizer from a local Hugging Face GPT-2 directory (vocab.json + merges.txt,
-        or tokenizer.json), no network: the same ids as `gpt2()` and as transformers'
-        GPT2Tokenizer, with <|endoftext|> at its vocabulary id (50256) and <|pad|>, <|user|>,
+        or tokenizer.json), no network: the same ids as transformers' GPT2Tokenizer, with <|endoftext|> at its vocabulary id (50256) and <|pad|>, <|user|>,
         <|assistant|> after it. Serialised by its ranks (`to_dict`): checkpoints load offline."""
         ranks = gpt2_ranks(*read_gpt2_tokenizer_files(path))
         cfg_path = os.path.join(path, "config.json")
@@ -438,15 +419,10 @@ class Tokenizer:
 
     def to_dict(self) -> dict:
         # plain str/int only: stored in checkpoints loaded with torch.load(weights_only=True)
-        if self._is_gpt2:
-            return {"name": "gpt2"}
         return {"name": self.name, "ranks": ranks_to_text(self.enc._mergeable_ranks)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Tokenizer":
-        if "ranks" not in d:
-            assert d["name"] == "gpt2", d
-            return cls.gpt2()
         return cls(ranks_from_text(d["ranks"]), name=d["name"])
 
 

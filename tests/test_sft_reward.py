@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig, ScalarModel, left_pad
-from reward import comparison_loss, pairwise_loss
+from reward import comparison_loss
 from data import ranked_pairs
 from policy import rm_batch
 from sft import sft_batch
@@ -57,9 +57,7 @@ def test_comparison_loss_equals_brute_force_values_and_grads():
     assert 0 <= acc <= 1
 
 
-def test_pairwise_loss_at_equal_scores_is_log2():
-    s = torch.zeros(5)
-    assert abs(pairwise_loss(s, s)[0].item() - math.log(2)) < 1e-6
+def test_comparison_loss_at_equal_scores_is_log2():
     assert abs(comparison_loss(torch.zeros(6), [(0, [0, 1, 2, 3, 4, 5])])[0].item() - math.log(2)) < 1e-6
 
 
@@ -222,7 +220,7 @@ def test_ranking_agreement_by_hand():
 
 def test_reward_batch_loss_goes_through_the_given_score(tok):
     """reward.batch_loss scores every response of its prompts in one forward of `score` (rm.score
-    in one process) and takes the C(K,2) loss of each prompt, or the shuffled-pairs loss."""
+    or it compiled) and takes the C(K,2) loss of each prompt."""
     from reward import batch_loss
     torch.manual_seed(0)
     rm = ScalarModel(tiny_cfg(tok)).eval()
@@ -231,15 +229,11 @@ def test_reward_batch_loss_goes_through_the_given_score(tok):
     calls = []
     score = lambda *a: calls.append(len(a[0])) or rm.score(*a)  # noqa: E731
     with torch.no_grad():
-        loss, acc = batch_loss(score, tok, comps, [1, 0], True, "cpu")  # prompt 1, then prompt 0
+        loss, acc = batch_loss(score, tok, [comps[1], comps[0]], "cpu")  # prompt 1, then prompt 0
         s = rm.score(*rm_batch(tok, ["cat?"] * 2 + ["where does anna live?"] * 3,
                                ["the cat sat.", "where?", "paris.", "the cat.", "mat"], "cpu"))
         want, want_acc = comparison_loss(s, [(0, [1, 0]), (2, [0, 2, 1])])
         assert calls == [5] and torch.allclose(loss, want) and acc == want_acc
-        loss, _ = batch_loss(score, tok, comps, [(0, 0, 2), (1, 1, 0)], False, "cpu")  # (prompt, winner, loser)
-        s = rm.score(*rm_batch(tok, ["where does anna live?", "cat?"] * 2, ["paris.", "where?", "mat", "the cat sat."],
-                               "cpu"))
-        assert calls == [5, 4] and torch.allclose(loss, pairwise_loss(s[:2], s[2:])[0])
 
 
 def test_sft_and_reward_resume_continue_their_counters(files, tmp_path):
