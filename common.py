@@ -4,6 +4,7 @@ Plumbing every stage shares, kept in one place so the stage files stay about RLH
 - `parse_config`: a dataclass of defaults + `--key=value` overrides (every stage and pipeline.py)
 - `get_device` / `autocast`: cuda > mps > cpu, and the one place precision is decided
 - `lr_at`: the learning-rate schedule of every stage, a pure function of the step
+- `encode_docs` / `get_batch`: pretraining text as one token stream, and random windows of it
 - `save_checkpoint` / `load_checkpoint` / `resume`: atomic writes, `weights_only=True` reads,
   and picking up an interrupted run where it stopped
 - `die`: a user mistake ends with one clear line and a non-zero exit, not a traceback
@@ -190,6 +191,27 @@ def lr_at(step, total, peak, warmup=0, floor=None):
         return peak * (step + 1) / warmup  # not peak * ramp: that rounds differently (nanoGPT's form)
     frac = (step - warmup) / max(1, total - warmup)
     return floor + 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * (peak - floor)
+
+
+# -----------------------------------------------------------------------------
+# pretraining text as one token stream, and random windows of it (pretraining, SFT's and PPO's ptx)
+
+
+def encode_docs(tok, docs):
+    """documents -> one long tensor of tokens, each document followed by <|endoftext|>."""
+    ids = []
+    for d in docs:
+        ids.extend(tok.encode(d))
+        ids.append(tok.eot_id)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def get_batch(stream, batch_size, ctx, generator):
+    """Random windows of ctx + 1 tokens -> (x, y) each (B, ctx); y is x shifted by one."""
+    ix = torch.randint(len(stream) - ctx - 1, (batch_size,), generator=generator)
+    x = torch.stack([stream[i : i + ctx] for i in ix])
+    y = torch.stack([stream[i + 1 : i + ctx + 1] for i in ix])
+    return x, y
 
 
 # -----------------------------------------------------------------------------

@@ -56,8 +56,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import die, get_device, parse_config, precision_name, print_config, seed_everything
-from corpus import encode_docs, heldout_loss, load_probes, probe_accuracy
+from common import die, encode_docs, get_device, parse_config, precision_name, print_config, seed_everything
 from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import heldout_labelers, train_labelers
 from evaluation.claims import claims_table
@@ -65,7 +64,8 @@ from evaluation.fewshot import fewshot_examples, fit_fewshot, qa_prompt, sample_
 from evaluation.metrics import generalisation, gold_metrics, summarise_ppo_logs, win_rates, win_summary
 from evaluation.report import (RM_JUDGE_NOTE, print_summary, render_rm_report, rm_table, side_by_side, write_files,
                                write_outputs)
-from policy import load_policy, load_reward_model, logprob_texts, sample_responses, score_texts
+from policy import (heldout_loss, load_policy, load_probes, load_reward_model, logprob_texts, probe_accuracy,
+                    sample_responses, score_texts)
 from tokenizer import render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"

@@ -1,8 +1,8 @@
 """
 What every stage does with a policy or a reward model: load one from a checkpoint (or a
 Hugging Face GPT-2 directory), render (prompt, response) text into a padded batch, score
-it with a reward model at the last token, and sample text from a policy. (A base model
-prompted with a few-shot Q&A page, evaluate.py's "prompted" baseline, is fewshot.py.)
+it with a reward model at the last token, sample text from a policy, and measure it as a
+language model (held-out loss, fact-completion probes).
 
     model, tok, ckpt = load_policy("out/sft.pt", device, dropout=0.0)
     texts, ended = sample_responses(model, tok, ["Where does Mepol live?"], temperature=0.7)
@@ -10,7 +10,10 @@ prompted with a few-shot Q&A page, evaluate.py's "prompted" baseline, is fewshot
     scores = rm.score(*rm_batch(tok, prompts, texts, device))  # (B,): ScalarModel.score
     scores = score_texts(rm, tok, prompts, texts, device)  # the same for any number, 64 at a time
     logps, n_tokens = logprob_texts(model, tok, prompts, texts, device)  # (N,) log pi(answer | prompt)
+    loss = heldout_loss(model, stream, ctx=128, batch_size=16, n_batches=10, device="cpu")  # LM loss
+    acc, rows = probe_accuracy(model, tok, load_probes("data/world/probes.jsonl"), device)  # facts it completes
 """
+import json
 import os
 
 import torch
@@ -149,3 +152,61 @@ def sample_responses(model, tok, prompts, max_new_tokens=48, temperature=0.7, ba
             ended.append(e)
     model.train(was_training)
     return texts, ended
+
+
+@torch.no_grad()
+def heldout_loss(model, stream, ctx, batch_size, n_batches, device):
+    """Mean next-token loss on fixed, evenly spaced windows of a held-out stream."""
+    model.eval()
+    starts = torch.linspace(0, len(stream) - ctx - 2, n_batches * batch_size).long()
+    losses = []
+    for b in range(n_batches):
+        ix = starts[b * batch_size : (b + 1) * batch_size]
+        x = torch.stack([stream[i : i + ctx] for i in ix]).to(device)
+        y = torch.stack([stream[i + 1 : i + ctx + 1] for i in ix]).to(device)
+        with autocast(device):
+            _, loss = model(x, y)
+        losses.append(loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def load_probes(path):
+    probes = []
+    if not os.path.isfile(path):
+        die(f"probes file '{path}' not found")
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                assert isinstance(rec["prefix"], str) and isinstance(rec["answer"], str) and rec["answer"].strip()
+            except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
+                die(f"{path}:{lineno}: expected {{\"prefix\": str, \"answer\": non-empty str}}")
+            probes.append(rec)
+    return probes
+
+
+@torch.no_grad()
+def probe_accuracy(model, tok, probes, device, batch_size=64):
+    """
+    Fact completion: greedy-continue "<|endoftext|>" + prefix and check that the text
+    starts with the answer (whitespace-normalised). Our "public NLP benchmark" for the
+    alignment tax. Returns (accuracy, list of (prefix, answer, completion)).
+    """
+    model.eval()
+    hits, rows = 0, []
+    for i in range(0, len(probes), batch_size):
+        chunk = probes[i : i + batch_size]
+        prompts = [[tok.eot_id] + tok.encode(p["prefix"]) for p in chunk]
+        n_new = max(len(tok.encode(" " + p["answer"])) for p in chunk) + 1
+        with autocast(device):
+            out = generate(model, prompts, n_new, tok.eot_id, tok.pad_id, temperature=0)
+        for p, r in zip(chunk, out["response"].tolist()):
+            text = decode_response(tok, r)
+            ok = " ".join(text.split()).startswith(" ".join(p["answer"].split()))
+            hits += ok
+            rows.append((p["prefix"], p["answer"], text))
+    model.train()
+    return hits / max(1, len(probes)), rows

@@ -8,23 +8,20 @@ model scores it, the episode ends. The paper maximises
     objective(phi) = E_(x,y)~pi_RL [ r_theta(x, y) - beta * log( pi_RL(y|x) / pi_SFT(y|x) ) ]
                    + gamma_ptx * E_x~D_pretrain [ log pi_RL(x) ]
 
-with PPO. One iteration of `main` picks 1. a batch of prompts, then makes three calls,
-their steps numbered as in the code:
-  `rollout`               2. responses (KV cache, EOS)  3. reward-model scores
-  `compute_advantages`    4. per-token KL penalty + score at the end  5. GAE, returns, whitening
-  `ppo_update`            6. PPO epochs: clipped policy + value losses  7. the ptx term in the same step
+with PPO. One iteration of `main` picks 1. a batch of prompts, then makes three calls:
+  `rollout`              2. responses (KV cache, EOS)  3. reward-model scores
+  `compute_advantages`   4. per-token KL penalty, score at the end  5. GAE, returns, whitening
+  `ppo_update`           6. PPO epochs: clipped policy + value losses  7. the ptx term, same step
 
     python ppo.py                                    # plain PPO: out/sft.pt + out/rm.pt -> out/ppo.pt
     python ppo.py --ptx_coef=1.0 --out=out/ppo_ptx.pt   # PPO-ptx (--kl_coef=0: watch the RM get gamed)
     python ppo.py --iters=2 --batch_size=8 --minibatch_size=4   # tiny; --help lists every option
-    python ppo.py --prompts=my_prompts.jsonl               # your own {"prompt": ...} lines (no gold score logged)
     python ppo.py --reward=gold --ptx_coef=1.0 --out=out/ppo_oracle.pt   # ORACLE diagnostic (below)
     torchrun --nproc_per_node=2 ppo.py --device=cpu        # 2 processes, each rolls out its own prompts
 
-Symbols: B rollouts per iteration, P padded prompt length, R response length, T = P + R,
-V vocab. `response_mask` (B, R) is 1 on response tokens up to and including EOS: every
-mean over tokens uses it. Adaptive beta, RLOO, an entropy bonus, a policy EMA: exercises
-in docs/exercises.md.
+Symbols: B rollouts, P padded prompt length, R response length, T = P + R, V vocab. The
+mask (B, R) is 1 on response tokens up to and including EOS: every mean over tokens uses
+it. Adaptive beta, RLOO, an entropy bonus, a policy EMA: exercises in docs/exercises.md.
 
 Where we follow the paper / Ziegler et al. 2019, and where we deviate (the measurements
 behind each: docs/experiments.md, sections 3, 4 and 9):
@@ -64,9 +61,9 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, clock, ddp_cleanup, ddp_mean, ddp_setup, die, get_device, log_line, lr_at, parse_config,
-                    precision_name, print_config, resume, save_checkpoint, seed_everything, sync_gradients)
-from corpus import encode_docs, get_batch
+from common import (autocast, clock, ddp_cleanup, ddp_mean, ddp_setup, die, encode_docs, get_batch, get_device,
+                    log_line, lr_at, parse_config, precision_name, print_config, resume, save_checkpoint,
+                    seed_everything, sync_gradients)
 from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import judge
 from model import generate, last_token_index, response_logprobs
@@ -88,7 +85,6 @@ class PPOConfig:
     iters: int = 30  # PPO iterations (each: one batch of rollouts)
     batch_size: int = 64  # rollouts per iteration, over all ranks (paper: 512)
     minibatch_size: int = 16  # rollouts per optimizer step, over all ranks (paper: 64)
-    grad_accum: int = 1  # split each minibatch into N micro-batches: same step, 1/N of the activation memory
     samples_per_prompt: int = 4  # k responses to each prompt in a batch (batch_size / k distinct prompts)
     ppo_epochs: int = 1  # passes over each batch (paper: 1)
     lr: float = 2e-4  # policy learning rate; linear decay to 0 over the iterations
@@ -119,9 +115,8 @@ def masked_mean(x, mask):
 
 
 def masked_whiten(x, mask):
-    """(x - mean) / std over the masked entries, with the BIASED variance (unbiased=False),
-    as lm-human-preferences does (TRL divides by n - 1). Under torchrun each rank whitens
-    its own rollouts."""
+    """(x - mean) / std over the masked entries, with the BIASED variance (unbiased=False), as
+    lm-human-preferences does (TRL divides by n - 1). Under torchrun each rank whitens its own."""
     n = mask.sum().clamp(min=1)
     mean = (x * mask).sum() / n
     var = ((x - mean) ** 2 * mask).sum() / n  # biased: divide by n, not n - 1
@@ -246,11 +241,8 @@ def compute_advantages(roll, cfg):
 
 
 def minibatch_loss(policy, value, roll, idx, cfg, value_only=False):
-    """
-    Step 6 for the rollouts `idx` of `roll` -> (loss, stats: tensors named as in the log): the
-    clipped value loss and the clipped policy loss. In the value warm-up the loss is the value
-    loss alone, unclipped, and the policy does not run at all.
-    """
+    """Step 6 for the rollouts `idx` of `roll` -> (loss, stats named as in the log): clipped value
+    and policy losses; in the value warm-up the value loss alone, unclipped (the policy does not run)."""
     dev, P, mask = roll["tokens"].device.type, roll["prompt_len"], roll["mask"][idx]
     tokens, attn = roll["tokens"][idx], roll["attn_mask"][idx]
     with autocast(dev):
@@ -278,11 +270,9 @@ def learning_rates(cfg, it, policy_step):
 
 
 def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
-    """
-    Steps 6-7: --ppo_epochs passes over the batch `roll` in shuffled minibatches, one optimizer
-    step each, policy and value together; PPO-ptx adds the pretraining LM loss to each step
-    (ptx: (token stream, window length, the rollout generator)). -> the minibatches' mean stats.
-    """
+    """Steps 6-7: --ppo_epochs passes over `roll` in shuffled minibatches, one optimizer step each
+    (policy and value together), plus PPO-ptx's LM loss on windows of ptx = (stream, length,
+    generator). -> the minibatches' mean stats."""
     value_only = it < cfg.value_warmup
     policy.train()  # dropout is 0 in PPO: this states the intent more than it changes anything
     device, B = roll["tokens"].device, len(roll["tokens"])
@@ -297,30 +287,25 @@ def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
             step += 1
             policy_step = (it - cfg.value_warmup) * steps_per_iter + step  # <= 0 in the value warm-up
             opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = learning_rates(cfg, it, policy_step)
-            opt.zero_grad(set_to_none=True)
-            for micro in range(cfg.grad_accum):  # the same step in N parts: 1/N of the activation memory
-                idx = perm[s : s + mb_size][micro :: cfg.grad_accum]
-                if len(idx) == 0:  # fewer rollouts than micro-batches
-                    continue
-                loss, st = minibatch_loss(policy, value, roll, idx, cfg, value_only)
-                loss = loss / cfg.grad_accum
+            loss, st = minibatch_loss(policy, value, roll, perm[s : s + mb_size], cfg, value_only)
 
-                # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
-                st["ptx_loss"] = torch.zeros((), device=device)
-                if ptx is not None and not value_only and micro == 0:
-                    stream, ctx, gen = ptx
-                    # the windows' own generator, seeded from the rollout stream: new windows every step
-                    ptx_gen = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=gen,
-                                                                              device=gen.device)))
-                    x, y = get_batch(stream, cfg.ptx_batch_size, ctx, ptx_gen)
-                    with autocast(device.type):
-                        _, st["ptx_loss"] = policy(x.to(device), y.to(device))
-                    loss = loss + cfg.ptx_coef * st["ptx_loss"]
-                if not torch.isfinite(loss):
-                    die(f"iteration {it + 1}: non-finite loss ({', '.join(f'{k} {v.item():.4g}' for k, v in st.items())})"
-                        f"; stopping. The last good checkpoint is {cfg.out}")
-                loss.backward()
-                mb_stats.append({k: v.detach().float() for k, v in st.items()})  # read back once, after the epochs
+            # 7. PPO-ptx: the pretraining LM loss joins the same step (gamma_ptx * -log pi(x))
+            st["ptx_loss"] = torch.zeros((), device=device)
+            if ptx is not None and not value_only:
+                stream, ctx, gen = ptx
+                # the windows' own generator, seeded from the rollout stream: new windows every step
+                ptx_gen = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=gen,
+                                                                          device=gen.device)))
+                x, y = get_batch(stream, cfg.ptx_batch_size, ctx, ptx_gen)
+                with autocast(device.type):
+                    _, st["ptx_loss"] = policy(x.to(device), y.to(device))
+                loss = loss + cfg.ptx_coef * st["ptx_loss"]
+            if not torch.isfinite(loss):
+                die(f"iteration {it + 1}: non-finite loss ({', '.join(f'{k} {v.item():.4g}' for k, v in st.items())}); "
+                    f"stopping. The last good checkpoint is {cfg.out}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            mb_stats.append({k: v.detach().float() for k, v in st.items()})  # read back once, after the epochs
             sync_gradients(params)  # under torchrun: the mean over the ranks (one process: nothing)
             torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
             opt.step()
@@ -354,9 +339,6 @@ def check_config(cfg, world):
     if cfg.batch_size % (world * cfg.samples_per_prompt) or cfg.batch_size % cfg.minibatch_size:
         die(f"--batch_size ({cfg.batch_size}) must be divisible by ranks x --samples_per_prompt ({world} x "
             f"{cfg.samples_per_prompt}) and by --minibatch_size ({cfg.minibatch_size})", 2)
-    if cfg.minibatch_size % (world * cfg.grad_accum):
-        die(f"--minibatch_size ({cfg.minibatch_size}) must be divisible by ranks x --grad_accum ({world} x "
-            f"{cfg.grad_accum})", 2)
 
 
 def load_models(cfg, device):
@@ -418,8 +400,7 @@ def health_warnings(stats):
         warn.append(f"mean KL is negative ({stats['kl']:.3f}): the sampling settings and the log-prob "
                     "recomputation disagree (temperature? top-k/top-p? dropout on? different padding/positions?)")
     if stats.get("ratio_max", 0.0) > 10:
-        warn.append(f"PPO ratio reached {stats['ratio_max']:.1f}: the learning rate is too high or the "
-                    "old log-probs are stale")
+        warn.append(f"PPO ratio reached {stats['ratio_max']:.1f}: the learning rate is too high")
     return warn
 
 

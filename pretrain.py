@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, die, get_device, log_line, lr_at, parse_config, precision_name, print_config,
-                    resume, sampling_generator, save_checkpoint, seed_everything)
+from common import (autocast, die, encode_docs, get_batch, get_device, log_line, lr_at, parse_config, precision_name,
+                    print_config, resume, sampling_generator, save_checkpoint, seed_everything)
 from data import DataError, read_corpus
-from corpus import encode_docs, get_batch, heldout_loss, load_probes, probe_accuracy
 from model import GPT, GPTConfig, generate
+from policy import heldout_loss, load_probes, probe_accuracy
 from tokenizer import Tokenizer, decode_response, load_ranks, save_ranks, train_bpe
 
 # model sizes (layers, heads, width): "large" is our "175B", "small" our "1.3B"

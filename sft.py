@@ -41,13 +41,14 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, ddp_cleanup, ddp_setup, die, get_device, log_line, lr_at, parse_config, precision_name,
-                    print_config, resume, save_checkpoint, seed_everything, sync_gradients)
+from common import (autocast, ddp_cleanup, ddp_setup, die, encode_docs, get_batch, get_device, log_line, lr_at,
+                    parse_config, precision_name, print_config, resume, save_checkpoint, seed_everything,
+                    sync_gradients)
 from data import DataError, has_meta, load_demonstrations, read_corpus
-from corpus import encode_docs, get_batch, heldout_loss
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
-from policy import load_fitting, load_policy, load_reward_model, sample_responses, score_texts, show_samples
+from policy import (heldout_loss, load_fitting, load_policy, load_reward_model, sample_responses, score_texts,
+                    show_samples)
 from tokenizer import render
 
 
