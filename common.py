@@ -269,18 +269,13 @@ def log_line(step, total, **metrics):
 
 
 # -----------------------------------------------------------------------------
-# several processes under torchrun, the nanoGPT way: a few calls at setup, at the gradient
-# step and at the end, each of which does nothing in one process.
-#
-#   torchrun --nproc_per_node=4 sft.py ...                  # 4 GPUs (NCCL), one per process
-#   torchrun --nproc_per_node=2 sft.py --device=cpu ...     # 2 CPU processes (gloo)
-#
-# Every process (a "rank") holds a whole copy of the model and trains on its own share of
-# each batch, its random numbers seeded with seed + rank. The copies start equal (a stage
-# draws any random initialisation before it seeds with seed + rank), and before each
-# optimizer step the ranks average their gradients (`sync_gradients`), so every copy takes
-# the same step and the copies stay equal. Rank 0 alone prints, evaluates and saves. A run on N ranks is the
-# one-process run in expectation, not bit for bit (as in nanoGPT and CleanRL).
+# several processes, the nanoGPT way (`torchrun --nproc_per_node=4 sft.py ...`; gloo with
+# --device=cpu): each does nothing in one process. Every process (a "rank") holds a whole
+# copy of the model and trains on its own share of each batch, its random numbers seeded
+# with seed + rank; the copies start equal (a stage draws any random initialisation before
+# that seeding) and average their gradients before each step (`sync_gradients`), so they stay
+# equal. Rank 0 alone prints, evaluates and saves. A run on N ranks is the one-process run
+# in expectation, not bit for bit (as in nanoGPT and CleanRL).
 
 
 def ddp_setup(device):

@@ -57,15 +57,15 @@ import torch
 from tqdm import tqdm
 
 from common import die, encode_docs, get_device, parse_config, precision_name, print_config, seed_everything
-from data import DataError, has_meta, load_prompts, read_corpus
+from data import DataError, has_meta, load_probes, load_prompts, read_corpus
 from data.labelers import heldout_labelers, train_labelers
 from evaluation.claims import claims_table
 from evaluation.fewshot import fewshot_examples, fit_fewshot, qa_prompt, sample_prompted
 from evaluation.metrics import generalisation, gold_metrics, summarise_ppo_logs, win_rates, win_summary
 from evaluation.report import (RM_JUDGE_NOTE, print_summary, render_rm_report, rm_table, side_by_side, write_files,
                                write_outputs)
-from policy import (heldout_loss, load_policy, load_probes, load_reward_model, logprob_texts, probe_accuracy,
-                    sample_responses, score_texts)
+from policy import (heldout_loss, load_policy, load_reward_model, logprob_texts, probe_accuracy, sample_responses,
+                    score_texts)
 from tokenizer import render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
@@ -185,12 +185,12 @@ def load_data(cfg, specs):
     try:
         recs = load_prompts(cfg.prompts)
         held_docs = read_corpus(cfg.heldout_corpus) if cfg.heldout_corpus else None
+        probes = load_probes(cfg.probes) if cfg.probes else []
     except DataError as e:
         die(str(e))
     if cfg.max_prompts and cfg.max_prompts < len(recs):
         keep = sorted(random.Random(cfg.seed).sample(range(len(recs)), cfg.max_prompts))
         recs = [recs[i] for i in keep]
-    probes = load_probes(cfg.probes) if cfg.probes else []
     fewshot = ""
     if any(n.startswith("prompted") for n in specs):
         if not os.path.isfile(cfg.fewshot):

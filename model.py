@@ -9,7 +9,7 @@ one sitting.
 Also here, because every stage must agree on them:
 - `KVCache` and `generate`: batched sampling of prompts of different lengths (left
   padding, attention mask, position ids that start at 0 at each row's first real token),
-  temperature / top-k / top-p, per-row stop at EOS, returning the log-probs PPO needs.
+  temperature, per-row stop at EOS, returning the log-probs PPO needs.
 - `logprobs_from_logits` / `response_logprobs`: the one log-prob gather.
 - `ScalarModel`: the same trunk with a one-number head (reward model, value function).
 - `GPT.from_hf_dir`: loads a Hugging Face GPT-2 checkpoint directory from local disk with
@@ -461,20 +461,12 @@ def right_pad(seqs, pad_value, device="cpu"):
     return out.to(device)
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """logits (B, V) -> next token (B,). temperature 0 = greedy."""
+def sample_next(logits, temperature=1.0, generator=None):
+    """logits (B, V) -> next token (B,). temperature 0 = greedy. (No top-k / top-p: PPO's
+    log-probs must be those of the distribution it samples, and no stage truncates it.)"""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)  # (B, V)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     # inverse-CDF sampling: one uniform per row (torch.multinomial draws one per vocab entry)
     cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
     u = torch.rand(cdf.size(0), 1, device=cdf.device, generator=generator)  # (B, 1)
@@ -483,8 +475,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 
 
 @torch.no_grad()
-def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, top_k=None, top_p=None,
-             generator=None, use_cache=True):
+def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, generator=None, use_cache=True):
     """
     Sample continuations of a batch of prompts (lists of token ids, any lengths).
     Stops each row at EOS (kept, mask 1) and the whole batch when every row has stopped.
@@ -494,8 +485,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
       attn_mask (B, P + R) 1 on real tokens
       prompt_len  P
       response  (B, R), response_mask (B, R) 1 up to and including EOS
-      logprobs  (B, R) log pi(token) under softmax(logits / temperature) -- the sampling
-                distribution before any top-k / top-p truncation (PPO uses neither)
+      logprobs  (B, R) log pi(token) under softmax(logits / temperature), the sampling distribution
       ended     (B,) bool: emitted EOS before max_new_tokens
     temperature=0 is greedy (logprobs then computed at temperature 1).
     """
@@ -517,7 +507,7 @@ def generate(model, prompts, max_new_tokens, eos_id, pad_id, temperature=1.0, to
     logits = logits[:, -1]  # (B, V) predicts the first response token
     for _ in range(max_new_tokens):
         alive = ~done  # (B,) rows that have not emitted EOS yet
-        tok = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+        tok = sample_next(logits, temperature, generator)  # (B,)
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))  # finished rows get padding
         lp = torch.log_softmax(logits.float() / lp_temp, -1).gather(-1, tok[:, None]).squeeze(-1)  # (B,)
         out_tokens.append(tok)

@@ -11,9 +11,8 @@ language model (held-out loss, fact-completion probes).
     scores = score_texts(rm, tok, prompts, texts, device)  # the same for any number, 64 at a time
     logps, n_tokens = logprob_texts(model, tok, prompts, texts, device)  # (N,) log pi(answer | prompt)
     loss = heldout_loss(model, stream, ctx=128, batch_size=16, n_batches=10, device="cpu")  # LM loss
-    acc, rows = probe_accuracy(model, tok, load_probes("data/world/probes.jsonl"), device)  # facts it completes
+    acc, rows = probe_accuracy(model, tok, data.load_probes("data/world/probes.jsonl"), device)  # facts it knows
 """
-import json
 import os
 
 import torch
@@ -169,23 +168,6 @@ def heldout_loss(model, stream, ctx, batch_size, n_batches, device):
         losses.append(loss.item())
     model.train()
     return sum(losses) / len(losses)
-
-
-def load_probes(path):
-    probes = []
-    if not os.path.isfile(path):
-        die(f"probes file '{path}' not found")
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                assert isinstance(rec["prefix"], str) and isinstance(rec["answer"], str) and rec["answer"].strip()
-            except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
-                die(f"{path}:{lineno}: expected {{\"prefix\": str, \"answer\": non-empty str}}")
-            probes.append(rec)
-    return probes
 
 
 @torch.no_grad()

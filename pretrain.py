@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from common import (autocast, die, encode_docs, get_batch, get_device, log_line, lr_at, parse_config, precision_name,
                     print_config, resume, sampling_generator, save_checkpoint, seed_everything)
-from data import DataError, read_corpus
+from data import DataError, load_probes, read_corpus
 from model import GPT, GPTConfig, generate
-from policy import heldout_loss, load_probes, probe_accuracy
+from policy import heldout_loss, probe_accuracy
 from tokenizer import Tokenizer, decode_response, load_ranks, save_ranks, train_bpe
 
 # model sizes (layers, heads, width): "large" is our "175B", "small" our "1.3B"
@@ -85,6 +85,7 @@ def load_data(cfg):
     try:
         docs = read_corpus(cfg.data)
         held_docs = read_corpus(cfg.heldout) if cfg.heldout else None
+        probes = load_probes(cfg.probes) if cfg.probes else []
     except DataError as e:
         die(str(e))
     if held_docs is None:  # own text without a held-out file: keep the last 5% aside
@@ -97,7 +98,7 @@ def load_data(cfg):
             f"for windows of {cfg.train_ctx} tokens")
     print(f"data: {len(docs)} docs, {len(stream):,} train tokens, {len(held):,} held-out tokens, "
           f"vocab {tok.vocab_size}")
-    return tok, stream, held, load_probes(cfg.probes) if cfg.probes else []
+    return tok, stream, held, probes
 
 
 def show_what_it_learned(model, tok, probes, device):

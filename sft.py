@@ -156,23 +156,6 @@ def labeler_rating(recs, texts, seed):
     return sum(rate(r, t, lab, rng) for r, t in zip(recs, texts) for lab in labs) / (len(recs) * len(labs))
 
 
-def preference(model, tok, recs, cfg, rm=None):
-    """Sample answers to held-out prompts -> (gold score, labelers' rating, RM score, texts).
-    Gold is measurement only (printed, never used to select)."""
-    texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
-                                seed=cfg.seed)
-    if not has_meta(recs):  # your own demonstrations: no world `meta`, so neither judge nor labelers
-        gold = labelers = math.nan
-    else:
-        gold = sum(judge(r, t)["score"] for r, t in zip(recs, texts)) / len(recs)
-        labelers = labeler_rating(recs, texts, cfg.seed)
-    rm_mean = None
-    if rm is not None:
-        device = next(rm.parameters()).device.type
-        rm_mean = score_texts(rm, tok, [r["prompt"] for r in recs], texts, device).mean().item()
-    return gold, labelers, rm_mean, texts
-
-
 def load_data(cfg, tok, block_size):
     """The demonstrations, shuffled by --seed and split -> (all, train, val, the val prompts of
     the preference signal), and the pretraining text -> (held-out stream, ptx stream), each
@@ -202,11 +185,18 @@ def load_data(cfg, tok, block_size):
 
 
 def measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device):
-    """Every epoch: validation loss, held-out corpus loss, labelers' rating (or RM score), gold
-    -> (the history row, the sampled answers)."""
-    gold, labelers, rms, texts = preference(model, tok, eval_recs, cfg, rm)
-    h = dict(epoch=epoch, val_loss=val_loss(model, tok, val, cfg.batch_size, device), labelers=labelers,
-             gold=gold, rm_score=rms)
+    """Every epoch: validation loss, held-out corpus loss, and on sampled answers to held-out
+    prompts the labelers' rating (or the RM's score) and the gold score (measurement only:
+    printed, never used to select) -> (the history row, the sampled answers)."""
+    texts, _ = sample_responses(model, tok, [r["prompt"] for r in eval_recs], cfg.max_new_tokens, cfg.temperature,
+                                seed=cfg.seed)
+    h = dict(epoch=epoch, val_loss=val_loss(model, tok, val, cfg.batch_size, device), labelers=math.nan,
+             gold=math.nan, rm_score=None)
+    if has_meta(eval_recs):  # the world's prompts: the simulated labelers and the judge can read them
+        h["labelers"] = labeler_rating(eval_recs, texts, cfg.seed)
+        h["gold"] = sum(judge(r, t)["score"] for r, t in zip(eval_recs, texts)) / len(eval_recs)
+    if rm is not None:
+        h["rm_score"] = score_texts(rm, tok, [r["prompt"] for r in eval_recs], texts, device).mean().item()
     if held is not None:
         h["corpus_loss"] = heldout_loss(model, held, min(128, model.config.block_size), 16, 8, device)
     return h, texts

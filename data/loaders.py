@@ -115,6 +115,16 @@ def load_prompts(path):
     return [_fill_defaults(rec, path, i, labeler=False) for i, rec in _records(path, {"prompt": str}, _PROMPT_OPTIONAL)]
 
 
+def load_probes(path):
+    """Fact-completion probes {"prefix", "answer"}: a model that knows the fact continues the
+    prefix with the answer (pretrain.py and evaluate.py measure it)."""
+    probes = [rec for _, rec in _records(path, {"prefix": str, "answer": str})]
+    for i, rec in enumerate(probes):
+        if not rec["answer"].strip():
+            raise DataError(f"{path}: probe {i + 1} has an empty 'answer'")
+    return probes
+
+
 def load_demonstrations(path, max_tokens=None, count_tokens=None):
     """List of demonstration records: 'prompt', 'response', 'id', 'category', 'labeler' (+ any others)."""
     out = []
