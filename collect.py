@@ -9,7 +9,7 @@ that labeler's usual flaws). A simulated labeler then ranks them best to worst.
 
     python collect.py                                 # out/sft.pt (+ out/base.pt) -> out/comparisons*.jsonl
     python collect.py --max_prompts=32 --out_dir=/tmp/c
-    python collect.py --base="" --demo_prob=0         # SFT samples only (our first recipe)
+    python collect.py --base="" --demo_prob=0         # SFT samples only
 
 Writes three files into --out_dir:
   comparisons.jsonl              training prompts, ranked by training labelers -> reward.py

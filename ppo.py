@@ -72,6 +72,7 @@ from tokenizer import decode_responses, render
 
 GRAD_CLIP = 1.0  # max global gradient norm of each optimizer step (policy and value together)
 SHOW_SAMPLES = 3  # times per run that a few samples are printed
+GOLD_CENTRE, GOLD_SPREAD = 4.0, 2.0  # ORACLE: (gold - 4) / 2 maps the judge's 1-7 to about the RM's units
 
 
 @dataclass
@@ -378,12 +379,12 @@ def load_data(cfg, tok, block_size):
 
 def reward_function(cfg, rm, tok, device):
     """reward_fn(out, batch) -> (B,): the reward model's score of each rollout (`out` from
-    model.generate), or with --reward=gold the ORACLE's: the gold judge's 1-7 score, centred
-    on 4 and halved to about the RM's units (demonstrations near 0, a spread of about 1)."""
+    model.generate), or with --reward=gold the ORACLE's: the gold judge's score in about the
+    RM's units (demonstrations near 0, a spread of about 1)."""
     if cfg.reward == "gold":
         print("ORACLE: the reward is the gold judge's score, which no real project has (ppo.py, deviation 5)")
         return lambda out, batch: (torch.tensor([judge(r, t)["score"] for r, t in zip(
-            batch, decode_responses(tok, out))], device=device) - 4.0) / 2.0
+            batch, decode_responses(tok, out))], device=device) - GOLD_CENTRE) / GOLD_SPREAD
 
     def rm_score(out, batch):
         P = out["prompt_len"]  # rollout layout: left-padded prompt (B, P), then the response (B, R)

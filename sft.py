@@ -131,7 +131,7 @@ def unseen_token_mask(tok, demos, vocab_size):
     step by the root of that row's own (tiny) second moment, so the tiny gradient still
     moves the row a full learning-rate step, every step. Rows of tokens the demonstrations
     never use (newlines, forum words, the second language) are pushed down until the model
-    can no longer write its pretraining text: held-out loss 0.8 -> 5.2 in our first runs,
+    can no longer write its pretraining text: held-out loss 0.8 -> 5.2 without the freeze,
     the newline token's alone 0.25 -> 14. Zeroing their gradient keeps Adam's moments at
     zero, so those rows do not move at all; everything else trains as before.
     """

@@ -360,7 +360,7 @@ def read_gpt2_tokenizer_files(path: str) -> tuple[dict, list, str, str]:
             vocab = {**vocab, "<|endoftext|>": t.get("id")}
     merges = []
     for i, m in enumerate(model.get("merges") or []):
-        parts = m.split(" ") if isinstance(m, str) else m  # "a b" (older files) or ["a", "b"]
+        parts = m.split(" ") if isinstance(m, str) else m  # tokenizer.json spells a merge "a b" or ["a", "b"]
         if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(x, str) and x for x in parts)):
             raise ValueError(f"{tj_path}: model.merges[{i}] is {m!r}, expected two tokens")
         merges.append((f"{tj_path}: model.merges[{i}]", *parts))

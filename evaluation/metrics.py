@@ -226,11 +226,11 @@ def read_ppo_log(path):
 def log_points(rows, k=6):
     """k evenly spaced iterations, first and last included: [{"iter", "kl", "rm_score", "no_eos", "gold"}].
     rm_score is the reward model's raw score, without the no-EOS penalty (no_eos = the share of
-    responses that got the penalty instead); older logs without it fall back to "score"."""
+    responses that got the penalty instead)."""
     if not rows:
         return []
     idx = sorted({round(i * (len(rows) - 1) / max(1, k - 1)) for i in range(k)})
-    return [dict(iter=rows[i].get("iter", i + 1), kl=rows[i]["kl"], rm_score=rows[i].get("rm_score", rows[i]["score"]),
+    return [dict(iter=rows[i].get("iter", i + 1), kl=rows[i]["kl"], rm_score=rows[i]["rm_score"],
                  no_eos=1 - rows[i].get("eos_rate", 1.0), gold=rows[i]["gold"]) for i in idx]
 
 

@@ -357,8 +357,6 @@ def test_log_points():
     # the raw RM score (not the penalised "score"), and the no-EOS rate next to it
     assert M.log_points(rows[:2], k=6) == [dict(iter=1, kl=0.0, rm_score=0, no_eos=0.25, gold=7),
                                            dict(iter=2, kl=0.1, rm_score=1, no_eos=0.25, gold=6)]
-    old = [dict(iter=1, kl=0.0, score=2.0, gold=7)]  # a log written before rm_score existed
-    assert M.log_points(old)[0]["rm_score"] == 2.0
     assert M.log_points([]) == []
 
 
@@ -381,7 +379,7 @@ def test_main_tiny(world, tmp_path, monkeypatch):
         save_checkpoint(dict(stage=stage, model=GPT(cfg).state_dict(), model_config=cfg.__dict__,
                              tokenizer=tok.to_dict(), config=extra), paths[name])
     log = tmp_path / "ppo_log.jsonl"
-    log.write_text("".join(json.dumps(dict(iter=i + 1, kl=0.5 * i, score=0.1 * i, gold=2.0)) + "\n" for i in range(4)))
+    log.write_text("".join(json.dumps(dict(iter=i + 1, kl=0.5 * i, score=0.1 * i, rm_score=0.1 * i, gold=2.0)) + "\n" for i in range(4)))
     out = tmp_path / "eval"
     monkeypatch.setattr(sys, "argv", [
         "evaluate.py", f"--models=base={paths['base']},prompted={paths['base']},sft={paths['sft']},ptx={paths['ptx']}",
