@@ -37,8 +37,8 @@ Log line, means over the pairs since the last one: loss; acc, the implicit rewar
 accuracy (ties count half: at step 0 every reward is exactly 0); margin, chosen minus
 rejected implicit reward; chosen / rejected, log pi - log pi_SFT of the winning / losing
 answers (nats per answer); kl_chosen, the same per token of the chosen answers (KL-like,
-though they are not the policy's samples). val_loss, val_acc: the --val pairs at the start,
-every --eval_interval steps and at the end (set val_acc beside the RM's held-out accuracy).
+though they are not the policy's samples). val_loss, val_acc: the --val pairs at the start
+and at the end (set val_acc beside the RM's held-out accuracy).
 
 Deviations from the DPO paper (InstructGPT has no DPO):
 1. Rankings: all C(K,2) pairs of a K-wise ranking in one element, averaged per prompt
@@ -88,7 +88,6 @@ class DPOConfig:
     grad_clip: float = 1.0
     max_comparisons: int = 0  # use only the first N comparisons (0 = all)
     log_interval: int = 20  # steps per log line (and per write of out.last)
-    eval_interval: int = 0  # also measure the val pairs every N steps (0 = at the start and the end only)
     n_samples: int = 3  # prompts (val, else train) answered by SFT and by the policy at the end
     max_new_tokens: int = 48
     temperature: float = 0.7  # sampling temperature of those answers
@@ -301,7 +300,7 @@ def main():
             h = dict(step=done, **summarise(ddp_mean(sums)))
             sums = dict.fromkeys(SUM_KEYS, 0.0)
             if rank == 0:  # rank 0 alone measures, logs and writes checkpoints
-                if done == total or (cfg.eval_interval and done % cfg.eval_interval == 0):
+                if done == total:
                     h.update(val_stats(policy, tok, val, val_ref, cfg.beta, device))
                 history.append(h)
                 bar.write(log_line(done, total, **{k: v for k, v in h.items() if k != "step"},

@@ -30,7 +30,7 @@ def load_policy(path, device="cpu", dropout=None):
     `dropout` overrides the stored dropout (SFT trains with it, PPO must run without).
     """
     if os.path.isdir(path):
-        try:  # the directory's own tokenizer files: offline, unlike tiktoken's "gpt2" download
+        try:  # the directory's own tokenizer files: no network
             tok = Tokenizer.from_hf_dir(path)
             model = GPT.from_hf_dir(path, vocab_size=tok.vocab_size, dropout=dropout or 0.0)
         except (OSError, ValueError, KeyError) as e:

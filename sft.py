@@ -13,16 +13,15 @@ the loss on the response tokens only, so it learns to answer instead of to conti
 Each epoch reports the validation loss, the held-out PRETRAINING loss (SFT must not make
 the model forget its corpus: that is the alignment tax before any RL), and a preference
 signal -- the training labelers' mean rating of sampled answers to held-out demonstration
-prompts (or the mean reward-model score with --rm=out/rm.pt) -- and keeps the checkpoint
-the signal likes best. The paper saw validation loss overfit after one epoch while
+prompts -- and keeps the checkpoint the signal likes best. The paper saw validation loss overfit after one epoch while
 preference kept improving; watch for it. The noise-free gold score is printed too, for
 the reader only: it never decides anything.
 
 Deviations from the paper:
 1. 16 epochs -> a few; residual dropout 0.2 -> 0.1 (tiny models underfit sooner).
-2. The paper selects by RM score; no RM exists yet at this point of our pipeline, so the
-   default asks the training labelers (the paper's people) to rate samples on its 1-7
-   scale; --rm to select by an RM's score, --select=val_loss for the validation loss.
+2. The paper selects by RM score; no RM exists yet at this point of our pipeline, so we
+   ask the training labelers (the paper's people) to rate samples on its 1-7 scale
+   (--select=val_loss: by the validation loss, the choice for data without the world's meta).
 3. Embedding rows of tokens that never occur in a demonstration are frozen
    (--freeze_unseen): with tied embeddings and Adam they otherwise drift and the model
    forgets its pretraining text (see `unseen_token_mask`).
@@ -47,8 +46,7 @@ from common import (autocast, ddp_cleanup, ddp_setup, die, encode_docs, get_batc
 from data import DataError, has_meta, load_demonstrations, read_corpus
 from data.labelers import judge, rate, train_labelers
 from model import right_pad
-from policy import (heldout_loss, load_fitting, load_policy, load_reward_model, sample_responses, score_texts,
-                    show_samples)
+from policy import heldout_loss, load_fitting, load_policy, sample_responses, show_samples
 from tokenizer import render
 
 
@@ -79,8 +77,7 @@ class SFTConfig:
     ptx_batch_size: int = 4  # pretraining windows per step (per rank)
     ptx_ctx: int = 128  # tokens per window
     freeze_unseen: bool = True  # no updates to embedding rows of tokens absent from the demonstrations
-    rm: str = ""  # reward-model checkpoint: with --select=preference, select by mean RM score
-    select: str = "preference"  # keep the best epoch by "preference" (labelers, or RM with --rm), "val_loss" or "last"
+    select: str = "preference"  # keep the best epoch by "preference" (the labelers' rating), "val_loss" or "last"
     max_new_tokens: int = 48
     temperature: float = 0.7  # sampling temperature for the per-epoch preference signal
     log_interval: int = 20
@@ -159,7 +156,7 @@ def labeler_rating(recs, texts, seed):
 def load_data(cfg, tok, block_size):
     """The demonstrations, shuffled by --seed and split -> (all, train, val, the val prompts of
     the preference signal), and the pretraining text -> (held-out stream, ptx stream), each
-    None when not used. May switch --select to val_loss (no world metadata, no RM)."""
+    None when not used. May switch --select to val_loss (no world metadata)."""
     demos = load_fitting(load_demonstrations, cfg.data, tok, block_size)
     if cfg.max_demos:
         demos = demos[: cfg.max_demos]
@@ -169,7 +166,7 @@ def load_data(cfg, tok, block_size):
     eval_recs = val[: cfg.n_eval]
     if not train:
         die(f"{cfg.data}: too few demonstrations ({len(demos)}) to keep {n_val} for validation")
-    if not has_meta(eval_recs) and cfg.select == "preference" and not cfg.rm:
+    if not has_meta(eval_recs) and cfg.select == "preference":
         print(f"note: {cfg.data} has no 'meta' (the world's fields the simulated labelers read): "
               "--select=val_loss")
         cfg.select = "val_loss"
@@ -179,24 +176,22 @@ def load_data(cfg, tok, block_size):
     except DataError as e:
         die(f"{e} (--heldout / --ptx_data: pretraining text; pass --heldout= --ptx_data= to go without)")
     print(f"data: {len(train)} train / {len(val)} val demonstrations; preference signal on {len(eval_recs)} "
-          f"held-out prompts ({'RM score' if cfg.rm else 'training labelers rating'})" +
+          "held-out prompts (training labelers' rating)" +
           (f"; {len(ptx):,} pretraining tokens mixed in (ptx_coef {cfg.ptx_coef})" if ptx is not None else ""))
     return (demos, train, val, eval_recs), (held, ptx)
 
 
-def measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device):
+def measure(model, tok, eval_recs, val, held, cfg, epoch, device):
     """Every epoch: validation loss, held-out corpus loss, and on sampled answers to held-out
-    prompts the labelers' rating (or the RM's score) and the gold score (measurement only:
+    prompts the labelers' rating and the gold score (measurement only:
     printed, never used to select) -> (the history row, the sampled answers)."""
     texts, _ = sample_responses(model, tok, [r["prompt"] for r in eval_recs], cfg.max_new_tokens, cfg.temperature,
                                 seed=cfg.seed)
     h = dict(epoch=epoch, val_loss=val_loss(model, tok, val, cfg.batch_size, device), labelers=math.nan,
-             gold=math.nan, rm_score=None)
+             gold=math.nan)
     if has_meta(eval_recs):  # the world's prompts: the simulated labelers and the judge can read them
         h["labelers"] = labeler_rating(eval_recs, texts, cfg.seed)
         h["gold"] = sum(judge(r, t)["score"] for r, t in zip(eval_recs, texts)) / len(eval_recs)
-    if rm is not None:
-        h["rm_score"] = score_texts(rm, tok, [r["prompt"] for r in eval_recs], texts, device).mean().item()
     if held is not None:
         h["corpus_loss"] = heldout_loss(model, held, min(128, model.config.block_size), 16, 8, device)
     return h, texts
@@ -233,17 +228,17 @@ def train_step(model, fwd, opt, tok, demos, ptx, cfg, step, device):
     return sft_loss
 
 
-def print_table(history, signal_name):
+def print_table(history):
     """The epochs' measurements, and the paper's observation if it appears: validation loss
     rises while the preference signal still improves."""
-    cols = ["val_loss", "corpus_loss", signal_name, "gold"]
+    cols = ["val_loss", "corpus_loss", "labelers", "gold"]
     print("epoch | " + " | ".join(cols) + "   (gold: measurement only)")
     for h in history:
         print(f"{h['epoch']:5d} | " + " | ".join(f"{h.get(c) if h.get(c) is None else round(h[c], 4)!s:>{len(c)}}"
                                                    for c in cols))
     if len(history) > 1:
         best_loss = min(history[1:], key=lambda h: h["val_loss"])
-        best_pref = max(history[1:], key=lambda h: h[signal_name])
+        best_pref = max(history[1:], key=lambda h: h["labelers"])
         if best_pref["epoch"] > best_loss["epoch"]:
             print(f"as in the paper: validation loss was lowest at epoch {best_loss['epoch']}, "
                   f"but the preference signal kept improving until epoch {best_pref['epoch']}")
@@ -264,8 +259,6 @@ def main():
     model, tok, _ = load_policy(cfg.init, device, dropout=cfg.dropout)
     model.grad_checkpoint = cfg.grad_checkpoint
     (demos, train, val, eval_recs), (held, ptx) = load_data(cfg, tok, model.config.block_size)
-    rm = load_reward_model(cfg.rm, device)[0] if cfg.rm else None
-    signal_name = "rm_score" if rm else "labelers"
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, device=device)
     if cfg.freeze_unseen:
         freeze_unseen_rows(model, unseen_token_mask(tok, demos, model.config.vocab_size).to(device))
@@ -285,7 +278,7 @@ def main():
 
     # 1b. epochs over the demonstrations, loss on response tokens only
     if epoch == 0 and rank == 0:
-        history.append(measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device)[0])
+        history.append(measure(model, tok, eval_recs, val, held, cfg, epoch, device)[0])
         print(log_line(0, cfg.epochs, **{k: v for k, v in history[-1].items() if k != "epoch" and v is not None}))
     t0 = time.time()
     while epoch < cfg.epochs:
@@ -310,13 +303,13 @@ def main():
             continue
 
         # 1c. each epoch: validation loss, corpus loss and the preference signal; keep the best by --select
-        h, texts = measure(model, tok, eval_recs, val, held, rm, cfg, epoch, device)
+        h, texts = measure(model, tok, eval_recs, val, held, cfg, epoch, device)
         history.append(h)
         bar.write(log_line(epoch, cfg.epochs, train_loss=sft_loss.item(),
                            **{k: v for k, v in h.items() if k != "epoch" and v is not None},
                            elapsed_s=int(time.time() - t0)))
         show_samples(eval_recs, texts)
-        signal = {"preference": h[signal_name], "val_loss": -h["val_loss"], "last": epoch}[cfg.select]
+        signal = {"preference": h["labelers"], "val_loss": -h["val_loss"], "last": epoch}[cfg.select]
         if signal > best:
             best, best_epoch = signal, epoch
             save_checkpoint(ckpt_dict(selected_by=cfg.select, signal=signal), cfg.out)
@@ -326,7 +319,7 @@ def main():
 
     # 1d. the table, and the paper's observation if it appears
     if rank == 0:
-        print_table(history, signal_name)
+        print_table(history)
         print(f"done in {time.time() - t0:.0f}s; {cfg.out} holds epoch {best_epoch} (selected by {cfg.select})")
     ddp_cleanup()
 
