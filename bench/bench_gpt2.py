@@ -203,17 +203,17 @@ def estimate(size, stage, batch, seq, minibatch=16, response=64, gpu_peak=989e12
 
 def fits(size, stage, batch, seq, cap_gb):
     """Does one step fit in cap_gb (7% kept for the CUDA context and fragmentation), and if not,
-    with which flags: --grad_accum (micro-batches of 1), then for PPO also offloading the frozen
-    models to CPU memory (an exercise since ppo.py dropped --offload: docs/exercises.md)."""
+    with what: --grad_accum (micro-batches of 1; for PPO gradient accumulation is an exercise), then
+    for PPO also offloading the frozen models to CPU memory (an exercise too: docs/exercises.md)."""
     cap = 0.93 * cap_gb
     if estimate(size, stage, batch, seq)[0] < cap:
         return "yes"
     small = dict(minibatch=1) if stage == "ppo" else {}
     b = batch if stage == "ppo" else 1
     if estimate(size, stage, b, seq, **small)[0] < cap:
-        return "with --grad_accum"
+        return "with --grad_accum" if stage != "ppo" else "with grad. accumulation"
     if stage == "ppo" and estimate(size, stage, b, seq, offload=True, **small)[0] < cap:
-        return "with --grad_accum + offloading"
+        return "with grad. accumulation + offloading"
     return "no"
 
 

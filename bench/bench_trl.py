@@ -28,10 +28,9 @@ CUDA bf16 autocast (common.autocast) inside ours, around trainer.train().
 
 What differs inside an iteration (each library as it is):
 1. Old log-probs: TRL takes them from generate's output scores (it keeps the (B, R, V) logits);
-   ours from the sampler's own log-softmax (B, R), as ppo.py does. ppo.py checks them with a
-   fresh forward (ppo_utils.sampler_error) on 4 of its 30 iterations; the first "ours" row
-   times the other iterations, the second one an iteration with the check (one more policy
-   forward, the cost of recomputing the old log-probs every iteration).
+   ours from the sampler's own log-softmax (B, R), as ppo.py does. The first "ours" row times
+   that; the second one an iteration with one more policy forward, what recomputing the old
+   log-probs every iteration would cost (an exercise in docs/exercises.md).
 2. Sampling: TRL calls transformers' generate (DynamicCache, logits processors); ours a loop
    over a preallocated KV cache. TRL rebuilds attention masks and positions from
    `!= pad_token_id` in every forward; ours carries explicit masks.
@@ -133,8 +132,8 @@ def build_models(cfg, device, tmp):
 
 
 def ours_step(cfg, m, prompts, device, check=False):
+    from model import response_logprobs
     from ppo import PPOConfig, compute_advantages, ppo_update, rollout
-    from ppo_utils import sampler_error
     pcfg = PPOConfig(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size, ppo_epochs=cfg.ppo_epochs,
                      samples_per_prompt=1, max_new_tokens=cfg.response_len, temperature=1.0, eos_trick=False,
                      lr_warmup=0, value_warmup=0, kl_coef=0.05)  # iteration 0 every time: a constant lr, as TRL's
@@ -152,8 +151,9 @@ def ours_step(cfg, m, prompts, device, check=False):
     def step():
         t0 = now(device)
         roll = compute_advantages(rollout(m.policy, m.ref, m.value, prompts, reward_fn, pcfg, tok, gen), pcfg)
-        if check:
-            sampler_error(m.policy, roll, pcfg)
+        if check:  # one more policy forward over the rollouts: the recomputed old log-probs
+            with torch.no_grad(), autocast(device):
+                response_logprobs(m.policy, roll["tokens"], roll["attn_mask"], roll["prompt_len"], pcfg.temperature)
         ppo_update(m.policy, m.value, opt, roll, pcfg, 0)
         dt = now(device) - t0
         assert roll["mask"].sum(1).min().item() == cfg.response_len  # no row stopped early
