@@ -14,7 +14,8 @@ with PPO. One iteration of `main` picks 1. a batch of prompts, then makes three 
   `ppo_update`           6. PPO epochs: clipped policy + value losses  7. the ptx term, same step
 
     python ppo.py                                    # plain PPO: out/sft.pt + out/rm.pt -> out/ppo.pt
-    python ppo.py --ptx_coef=1.0 --out=out/ppo_ptx.pt   # PPO-ptx (--kl_coef=0: watch the RM get gamed)
+    python ppo.py --ptx_coef=1.0 --out=out/ppo_ptx.pt   # PPO-ptx
+    python ppo.py --kl_coef=0 --out=out/ppo_beta0.pt    # no KL penalty: watch the RM get gamed
     python ppo.py --iters=2 --batch_size=8 --minibatch_size=4   # tiny; --help lists every option
     python ppo.py --reward=gold --ptx_coef=1.0 --out=out/ppo_oracle.pt   # ORACLE diagnostic (below)
     torchrun --nproc_per_node=2 ppo.py --device=cpu        # 2 processes, each rolls out its own prompts
@@ -37,7 +38,7 @@ behind each: docs/experiments.md, sections 3, 4 and 9):
    turns negative and PPO learns not to stop). And the policy's lr ramps up over its first
    --lr_warmup steps: Adam's first step moves every weight by about +-lr whatever its
    gradient, which pushes some PPO ratios far outside the clip.
-3. Deviate: a few thousand episodes of batch 64 (16 prompts x 4 answers), not 256k of 512,
+3. Deviate: about 2,000 episodes (30 batches of 16 prompts x 4 answers), not 256k of 512,
    to fit a CPU; the value model has its own larger lr (--vf_lr, as DeepSpeed-Chat allows);
    gamma_ptx 1.0, not 27.8 (our losses have other scales); no policy EMA (the paper's 0.992
    mostly delays learning in our few iterations).
@@ -172,7 +173,7 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange):
     Returns (pg_loss, clipfrac, approxkl, ratio).
     """
     log_ratio = (logprobs - old_logprobs) * mask  # (B, R)
-    ratio = torch.exp(log_ratio)  # (B, R), exactly 1 on the first minibatch of the first epoch
+    ratio = torch.exp(log_ratio)  # (B, R), 1 (to rounding) on the first minibatch of the first epoch
     pg_losses = -advantages * ratio
     pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
@@ -202,9 +203,9 @@ def k3(logprobs, ref_logprobs):
 
 
 @torch.no_grad()
-def rollout(policy, ref, value, prompt_ids, reward_fn, cfg, tok, generator):
+def rollout(policy, ref, value, prompt_ids, score_fn, cfg, tok, generator):
     """Steps 2-3 for a batch of prompts (token-id lists) -> model.generate's dict, plus (B, R):
-    mask, logprobs (the sampler's), ref_logprobs, values; (B,): scores, rm_raw = reward_fn(out)."""
+    mask, logprobs (the sampler's), ref_logprobs, values; (B,): scores, rm_raw = score_fn(out)."""
     dev = next(policy.parameters()).device.type
     policy.eval()
     with autocast(dev):
@@ -215,7 +216,7 @@ def rollout(policy, ref, value, prompt_ids, reward_fn, cfg, tok, generator):
         mask = out["response_mask"].float()  # (B, R)
 
         # 3. score: the RM at the last token; the EOS trick for responses that ran out of room
-        rm_raw = reward_fn(out).float()  # (B,)
+        rm_raw = score_fn(out).float()  # (B,)
         scores = rm_raw
         if cfg.eos_trick:
             scores = torch.where(out["ended"], rm_raw, torch.full_like(rm_raw, cfg.no_eos_penalty))
@@ -262,8 +263,8 @@ def minibatch_loss(policy, value, roll, idx, cfg, value_only=False):
 
 def learning_rates(cfg, it, policy_step):
     """(policy lr, value lr) at iteration `it` (from 0), the policy's `policy_step`-th optimizer
-    step (from 1): both decay linearly to 0 over the iterations, and the policy's also ramps
-    up over its first --lr_warmup steps (deviation 2)."""
+    step (from 1): both decay linearly to 0 over the iterations (lr_at's step is the iteration
+    here), and the policy's also ramps up over its first --lr_warmup optimizer steps (deviation 2)."""
     ramp = min(1.0, policy_step / cfg.lr_warmup) if cfg.lr_warmup and policy_step > 0 else 1.0
     return lr_at(it, cfg.iters, cfg.lr) * ramp, lr_at(it, cfg.iters, cfg.vf_lr or cfg.lr)
 
@@ -292,7 +293,8 @@ def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
             st["ptx_loss"] = torch.zeros((), device=device)
             if ptx is not None and not value_only:
                 stream, ctx, gen = ptx
-                # the windows' own generator, seeded from the rollout stream: new windows every step
+                # new windows every step, from a CPU generator seeded by the rollouts' one (which
+                # may live on the GPU, where the windows' indices are not drawn)
                 ptx_gen = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,), generator=gen,
                                                                           device=gen.device)))
                 x, y = get_batch(stream, cfg.ptx_batch_size, ctx, ptx_gen)
@@ -349,7 +351,7 @@ def load_models(cfg, device):
     value.lm_coef.requires_grad_(False)  # the value is the head alone (forward); lm_coef is for score
     groups = [dict(params=list(policy.parameters()), lr=cfg.lr),
               dict(params=list(value.parameters()), lr=cfg.vf_lr or cfg.lr)]
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0, eps=1e-5)  # nanoGPT's betas, TRL's eps
     print(f"policy {policy.num_params() / 1e6:.2f}M params | RM demonstration mean {rm_ckpt.get('demo_mean', 0):.3f}")
     return policy, ref, rm, value, opt, tok
 
@@ -374,7 +376,7 @@ def load_data(cfg, tok, block_size):
 
 
 def reward_function(cfg, rm, tok, device):
-    """reward_fn(out, batch) -> (B,): the reward model's score of each rollout (`out` from
+    """reward(out, batch) -> (B,): the reward model's score of each rollout (`out` from
     model.generate), or with --reward=gold the ORACLE's: the gold judge's score in about the
     RM's units (demonstrations near 0, a spread of about 1)."""
     if cfg.reward == "gold":
@@ -420,14 +422,15 @@ def log_iteration(stats, iters, log_path, write=print):
 
 def main():
     cfg = parse_config(PPOConfig())
-    device, rank, world = ddp_setup(get_device(cfg.device))  # one process: (device, 0, 1)
+    # under torchrun N copies of this run, each on its own prompts; one process: rank 0, world 1
+    device, rank, world = ddp_setup(get_device(cfg.device))
     check_config(cfg, world)
     print_config(cfg)
     print(f"device {device} | precision {precision_name(device)} | ranks {world}")
     seed_everything(cfg.seed + rank)  # minibatch order; each rank its own
     policy, ref, rm, value, opt, tok = load_models(cfg, device)
     recs, ptx_stream = load_data(cfg, tok, policy.config.block_size)
-    reward_fn, oracle, gold_known = reward_function(cfg, rm, tok, device), cfg.reward == "gold", has_meta(recs)
+    reward, oracle, gold_known = reward_function(cfg, rm, tok, device), cfg.reward == "gold", has_meta(recs)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + rank)  # the rollouts' (and ptx windows') draws
     ptx = (ptx_stream, policy.config.block_size // 2, gen) if ptx_stream is not None else None  # half-context windows
     rng, start, history = random.Random(cfg.seed + rank), 0, []  # which prompts: each rank its own
@@ -444,12 +447,12 @@ def main():
         # 1. a batch of prompts, k answers each (under torchrun: this rank's share of the batch)
         batch = [r for r in rng.sample(recs, min(cfg.batch_size // k // world, len(recs))) for _ in range(k)]
         t0, prompt_ids = clock(device), [render(tok, r["prompt"])[0] for r in batch]
-        score = lambda out: reward_fn(out, batch)  # noqa: E731  the RM (or the ORACLE) on this batch
+        score = lambda out: reward(out, batch)  # noqa: E731  the RM (or the ORACLE) on this batch
         roll = rollout(policy, ref, value, prompt_ids, score, cfg, tok, gen)  # steps 2-3
         roll = compute_advantages(roll, cfg)  # steps 4-5
         stats, t1 = rollout_stats(roll), clock(device)
         stats.update(ppo_update(policy, value, opt, roll, cfg, it, ptx))  # steps 6-7
-        stats.update(kl_coef=cfg.kl_coef, t_rollout=t1 - t0, t_update=clock(device) - t1)  # rollout: steps 2-5
+        stats.update(kl_coef=cfg.kl_coef, t_rollout=t1 - t0, t_update=clock(device) - t1)  # steps 2-5, 6-7
         texts = decode_responses(tok, roll)
         if gold_known:  # measurement only: the noise-free gold judge (PPO never sees it, unless ORACLE)
             stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
