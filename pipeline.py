@@ -1,7 +1,7 @@
 """
 The whole InstructGPT pipeline on the embedded synthetic world, one stage after another:
 
-    world -> tokenizer -> base models (two sizes) -> SFT -> comparisons -> reward model
+    world -> base models (two sizes; the first trains the tokenizer) -> SFT -> comparisons -> reward model
           -> PPO, PPO-ptx (and PPO at beta = 0) -> evaluation report
     and beside PPO, from SFT and the same comparisons: DPO (no reward model) -> the same report
 
@@ -72,9 +72,8 @@ def stages(out, world, seed=0, world_name="v2"):
     plan = [
         ("world", py + ["-m", "data.world", "build", f"--out={world}", f"--seed={seed}", f"--world={world_name}"],
          False),
-        ("tokenizer", py + ["tokenizer.py", f"--input={world}/corpus_train.txt", "--vocab_size=1024",
-                            f"--out={out}/tokenizer.tiktoken"], False),
-        ("base", py + ["pretrain.py", "--size=small", f"--tokenizer={out}/tokenizer.tiktoken", f"--out={out}/base.pt",
+        # the base model trains the tokenizer too (-> out/tokenizer.tiktoken); the large one reuses it
+        ("base", py + ["pretrain.py", "--size=small", "--vocab_size=1024", f"--out={out}/base.pt",
                        f"--data={world}/corpus_train.txt", f"--heldout={world}/corpus_heldout.txt",
                        f"--probes={world}/probes.jsonl"] + steps, True),
         ("base_large", py + ["pretrain.py", "--size=large", f"--tokenizer={out}/tokenizer.tiktoken",
@@ -113,8 +112,8 @@ def stages(out, world, seed=0, world_name="v2"):
                            f"--rm={out}/rm.pt",
                            f"--out_dir={out}"], False),
     ]
-    # every stage but the world and the tokenizer takes --seed
-    return [(n, cmd + ([f"--seed={1337 + seed}"] if n not in ("world", "tokenizer") else []), r) for n, cmd, r in plan]
+    # every stage but the world takes --seed
+    return [(n, cmd + ([f"--seed={1337 + seed}"] if n != "world" else []), r) for n, cmd, r in plan]
 
 
 def gpt2_stages(out, cfg):

@@ -4,8 +4,9 @@ Step 0: pretrain the base model -- our stand-in for GPT-3.
 A GPT learns to continue web-like text: it will know the world's facts, and it will NOT
 follow instructions (ask it a question and it writes the rest of a forum thread).
 
-    python pretrain.py                                   # default world, size "small" (~1M params)
-    python pretrain.py --size=large --out=out/base_large.pt --tokenizer=out/tokenizer.tiktoken
+    python pretrain.py                                   # default world, size "small" (~1M params); trains
+                                                         # the tokenizer too -> out/tokenizer.tiktoken
+    python pretrain.py --size=large --out=out/base_large.pt --tokenizer=out/tokenizer.tiktoken   # reuse it
     python pretrain.py --data=my.txt --heldout= --probes= --out=out/my_base.pt   # your own text
     python pretrain.py --resume=True                     # continue an interrupted run
 
@@ -73,7 +74,10 @@ def get_tokenizer(cfg, docs):
             die(f"--tokenizer: file '{cfg.tokenizer}' not found")
         return Tokenizer(load_ranks(cfg.tokenizer)), cfg.tokenizer
     t0 = time.time()
-    ranks = train_bpe("\n\n".join(docs), cfg.vocab_size)
+    try:
+        ranks = train_bpe("\n\n".join(docs), cfg.vocab_size)
+    except ValueError as e:  # fewer than 257 ranks, or too little text for so many merges
+        die(f"--vocab_size={cfg.vocab_size}: {e}", 2)
     path = os.path.join(os.path.dirname(cfg.out) or ".", "tokenizer.tiktoken")
     save_ranks(ranks, path)
     print(f"trained a {len(ranks)}-rank BPE tokenizer in {time.time() - t0:.1f}s -> {path}")

@@ -7,11 +7,7 @@ through exactly one function, `render()`. Keeping that in one place is the point
 and PPO laid out a conversation differently, the policy would be trained on one format
 and sampled in another.
 
-Train a tokenizer (tiny / what the pipeline runs; a few seconds on CPU either way):
-
-    python tokenizer.py --input=data/world/corpus_heldout.txt --vocab_size=512 --out=out/tok.tiktoken
-    python tokenizer.py --input=data/world/corpus_train.txt --vocab_size=1024 --out=out/tokenizer.tiktoken
-
+pretrain.py trains one on its corpus when no --tokenizer is given (a few seconds on CPU).
 Use it:
 
     from tokenizer import Tokenizer, render
@@ -40,13 +36,10 @@ import heapq
 import json
 import os
 import re
-import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 
 import tiktoken
 
-from common import die, parse_config
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>"]
 
@@ -126,7 +119,7 @@ def merge_everywhere(pair, new_id, words, freqs, pair_counts, where, heap, vocab
             heapq.heappush(heap, (-c, vocab[p[0]], vocab[p[1]], p))
 
 
-def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, int]:
+def train_bpe(text: str, vocab_size: int) -> dict[bytes, int]:
     """Learn byte-level BPE ranks from `text`.
 
     Returns tiktoken "mergeable ranks": {token bytes: rank}, ranks 0..vocab_size-1.
@@ -174,7 +167,7 @@ def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, 
     n_merges = vocab_size - 256
     while len(vocab) < vocab_size:
         # 4. pop the most frequent pair, skipping stale entries
-        pair, count = pop_most_frequent(heap, pair_counts)
+        pair, _ = pop_most_frequent(heap, pair_counts)
         if pair is None:
             raise ValueError(
                 f"text too small: only {len(vocab) - 256} merges possible, "
@@ -192,9 +185,6 @@ def train_bpe(text: str, vocab_size: int, verbose: bool = False) -> dict[bytes, 
             new_id = len(vocab)
             vocab.append(token)
             ranks[token] = new_id
-            if verbose:
-                print(f"merge {new_id - 255}/{n_merges}: {vocab[pair[0]]!r} + {vocab[pair[1]]!r}"
-                      f" -> {token!r} ({count} occurrences)")
 
         # 6-7. rewrite the words that contain the pair, update the pair counts and the heap
         merge_everywhere(pair, new_id, words, freqs, pair_counts, where, heap, vocab)
@@ -466,47 +456,3 @@ def decode_response(tok, ids, mask=None):
 def decode_responses(tok, out):
     """The texts of a batch that model.generate returned (its `response` and `response_mask`)."""
     return [decode_response(tok, r, m) for r, m in zip(out["response"].tolist(), out["response_mask"].tolist())]
-
-
-# -----------------------------------------------------------------------------
-# CLI: python tokenizer.py --input=path.txt --vocab_size=2048 --out=path.tiktoken
-
-@dataclass
-class TokenizerConfig:
-    input: str = ""  # utf-8 text file to learn merges from (required)
-    vocab_size: int = 2048  # number of BPE ranks, 256 bytes + merges; special tokens come on top
-    out: str = "out/tokenizer.tiktoken"  # where to write the ranks (tiktoken's format)
-    verbose: bool = False  # print every merge as it is learned
-
-
-def main(argv=None):
-    cfg = parse_config(TokenizerConfig(), argv)
-    if not cfg.input:
-        die("--input=path.txt is required", 2)
-    if not os.path.isfile(cfg.input):
-        die(f"--input: file '{cfg.input}' not found", 2)
-    if cfg.vocab_size < 257:
-        die(f"--vocab_size must be at least 257 (256 bytes + 1 merge), got {cfg.vocab_size}", 2)
-    with open(cfg.input, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-
-    t0 = time.time()
-    try:
-        ranks = train_bpe(text, cfg.vocab_size, verbose=cfg.verbose)
-    except ValueError as e:  # text too small for this many merges
-        die(str(e), 2)
-    dt = time.time() - t0
-    save_ranks(ranks, cfg.out)
-
-    tok = Tokenizer(ranks)
-    n_bytes, n_tokens = len(text.encode("utf-8")), len(tok.encode(text))
-    print(f"trained {len(ranks)} ranks on {n_bytes / 1e6:.2f} MB in {dt:.1f}s -> {cfg.out}")
-    print(f"vocab_size {tok.vocab_size} ({len(ranks)} ranks + {len(SPECIAL_TOKENS)} special tokens)")
-    print(f"compression: {n_bytes / max(n_tokens, 1):.2f} bytes/token ({n_tokens} tokens)")
-    by_rank = sorted(ranks, key=ranks.get)
-    print("first merges:", [t.decode("utf-8", "replace") for t in by_rank[256:266]])
-    print("last merges: ", [t.decode("utf-8", "replace") for t in by_rank[-10:]])
-
-
-if __name__ == "__main__":
-    main()

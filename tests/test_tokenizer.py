@@ -210,20 +210,18 @@ def test_to_dict_loads_with_torch_weights_only(tok, tmp_path):
 
 
 # -----------------------------------------------------------------------------
-# CLI
+# training one from the command line: pretrain.py does it when no --tokenizer is given
 
-def test_cli(tmp_path, capsys):
-    import tokenizer
-    inp = tmp_path / "in.txt"
-    inp.write_text(CORPUS, encoding="utf-8")
-    out = tmp_path / "tok.tiktoken"
-    tokenizer.main([f"--input={inp}", "--vocab_size=300", f"--out={out}"])
-    assert len(load_ranks(str(out))) == 300
-    assert "bytes/token" in capsys.readouterr().out
-    for bad in ([f"--input={tmp_path / 'missing.txt'}"], [f"--input={inp}", "--vocab_size=256"],
-                [f"--input={inp}", "--vocab_size=lots"], ["--nope=1"], [f"--input={inp}", "--vocab_size=99999"]):
+def test_pretrain_trains_the_tokenizer_with_one_line_errors(tmp_path, capsys):
+    from dataclasses import replace
+
+    import pretrain
+    cfg = pretrain.PretrainConfig(tokenizer="", vocab_size=300, out=str(tmp_path / "base.pt"))
+    tok, path = pretrain.get_tokenizer(cfg, CORPUS.split("\n\n"))
+    assert path == str(tmp_path / "tokenizer.tiktoken") and len(load_ranks(path)) == 300 and tok.vocab_size == 304
+    assert Tokenizer(load_ranks(path)).encode(CORPUS[:200]) == tok.encode(CORPUS[:200])
+    for bad in (256, 99999):  # too few ranks for one merge; more merges than the text allows
         with pytest.raises(SystemExit) as e:
-            tokenizer.main(bad)
-        assert e.value.code == 2
+            pretrain.get_tokenizer(replace(cfg, vocab_size=bad), CORPUS.split("\n\n"))
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and err.count("\n") == 1
+        assert e.value.code == 2 and err.startswith(f"error: --vocab_size={bad}: ") and err.count("\n") == 1
