@@ -65,7 +65,7 @@ from tqdm import tqdm
 
 from common import (autocast, ddp_cleanup, ddp_mean, ddp_setup, die, get_device, log_line, lr_at, parse_config,
                     precision_name, print_config, resume, save_checkpoint, seed_everything, sync_gradients)
-from data import load_comparisons, ranked_pairs
+from data import flatten_comparisons, load_comparisons, ranked_pairs
 from model import response_logprobs
 from policy import load_fitting, load_policy, logprob_texts, pair_batch, sample_responses, show_samples
 
@@ -163,17 +163,6 @@ def summarise(sums, prefix=""):
     return {prefix + k: v for k, v in out.items()}
 
 
-def flatten(comps):
-    """Comparison records -> (prompts, answers, groups): every answer with its prompt, record
-    after record, and per record (offset of its first answer, its ranking best first)."""
-    prompts, answers, groups = [], [], []
-    for c in comps:
-        groups.append((len(answers), c["ranking"]))
-        prompts += [c["prompt"]] * len(c["responses"])
-        answers += c["responses"]
-    return prompts, answers, groups
-
-
 def load_data(cfg, tok, block_size):
     """-> (training comparisons, held-out comparisons)."""
     comps = load_fitting(load_comparisons, cfg.data, tok, block_size)
@@ -189,7 +178,7 @@ def batch_loss(fwd, ref, tok, recs, beta, device):
     """The DPO loss of a list of comparisons -> (loss, sums): every answer to every prompt in ONE
     padded forward of the policy (`fwd`: it, or it compiled; K per prompt, not 2 C(K,2)) and one
     of the reference."""
-    prompts, answers, groups = flatten(recs)
+    prompts, answers, groups = flatten_comparisons(recs)
     tokens, attn, P, mask = pair_batch(tok, prompts, answers, device)  # (N, P + R) x 2, P, (N, R)
     with autocast(device):
         # a sequence's log-prob is the sum over its answer tokens (and the EOT), nothing else
@@ -224,7 +213,7 @@ def val_stats(policy, tok, val, val_ref, beta, device):
     reference's log-probs of the val answers (fixed: computed once)."""
     if not val:
         return {}
-    prompts, answers, groups = flatten(val)
+    prompts, answers, groups = flatten_comparisons(val)
     policy.eval()
     logps, n_tok = logprob_texts(policy, tok, prompts, answers, device)
     policy.train()
@@ -273,7 +262,7 @@ def main():
     if ck:
         start, history = ck["step"], ck["history"]
     fwd = torch.compile(policy) if cfg.compile else policy  # the training forward goes through this
-    val_prompts, val_answers, _ = flatten(val)  # the reference's log-probs of the val answers: computed once
+    val_prompts, val_answers, _ = flatten_comparisons(val)  # the reference's log-probs of these: computed once
     val_ref = logprob_texts(ref, tok, val_prompts, val_answers, device)[0] if val and rank == 0 else None
     if start == 0 and rank == 0 and val:  # step 0: policy == reference, loss log 2, accuracy 1/2
         history.append(dict(step=0, **val_stats(policy, tok, val, val_ref, cfg.beta, device)))

@@ -440,7 +440,8 @@ def main():
         start, history = ck["iter"], ck["history"]
         gen.set_state(ck["gen_state"])
         rng.setstate(ck["py_rng"])
-    log_path, k, every = os.path.splitext(cfg.out)[0] + "_log.jsonl", cfg.samples_per_prompt, max(1, cfg.iters // SHOW_SAMPLES)
+    log_path, k = os.path.splitext(cfg.out)[0] + "_log.jsonl", cfg.samples_per_prompt
+    every = max(1, cfg.iters // SHOW_SAMPLES)  # iterations between printed samples
     t_start, bar = time.time(), tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="ppo",
                                      dynamic_ncols=True, disable=rank > 0)
     for it in bar:

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from common import (autocast, ddp_cleanup, ddp_setup, die, get_device, log_line, lr_at, parse_config, precision_name,
                     print_config, resume, save_checkpoint, seed_everything, sync_gradients)
-from data import load_comparisons, load_demonstrations, ranked_pairs
+from data import flatten_comparisons, load_comparisons, load_demonstrations, ranked_pairs
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
 from policy import load_fitting, load_policy, rm_batch, score_texts
@@ -126,14 +126,8 @@ def ranking_agreement(comps):
 def evaluate_comparisons(rm, tok, comps, device):
     """Pair accuracy of the RM against the labelers' rankings, and the mean loss."""
     rm.eval()
-    prompts = [c["prompt"] for c in comps for _ in c["responses"]]
-    responses = [r for c in comps for r in c["responses"]]
-    scores = score_texts(rm, tok, prompts, responses, device)
-    groups, off = [], 0
-    for c in comps:
-        groups.append((off, c["ranking"]))
-        off += len(c["responses"])
-    loss, acc = comparison_loss(scores, groups)
+    prompts, responses, groups = flatten_comparisons(comps)
+    loss, acc = comparison_loss(score_texts(rm, tok, prompts, responses, device), groups)
     rm.train()
     return acc, loss.item()
 
@@ -191,13 +185,8 @@ def batch_loss(score, tok, comps, device):
     """The mean comparison loss (and pair accuracy) of a batch of ranked prompts: K forward
     passes per prompt, all the batch's answers in one padded forward. `score`: rm.score (or
     it compiled)."""
-    prompts = [c["prompt"] for c in comps for _ in c["responses"]]
-    responses = [r for c in comps for r in c["responses"]]
+    prompts, responses, groups = flatten_comparisons(comps)
     scores = score(*rm_batch(tok, prompts, responses, device))  # (N,)
-    groups, off = [], 0
-    for c in comps:
-        groups.append((off, c["ranking"]))
-        off += len(c["responses"])
     return comparison_loss(scores.float(), groups)
 
 
@@ -254,8 +243,7 @@ def final_report(rm, tok, val, val_h, device):
     if n_pairs:  # the same pairs, ranked again by another training labeler
         report["labeler_agreement"] = agree
     if val:
-        prompts = [c["prompt"] for c in val for _ in c["responses"]]
-        responses = [r for c in val for r in c["responses"]]
+        prompts, responses, _ = flatten_comparisons(val)
         scores = score_texts(rm, tok, prompts, responses, device).tolist()
         if all("meta" in c for c in val):  # our collected comparisons carry the judge's metadata
             gold = [judge(c, r)["score"] for c in val for r in c["responses"]]

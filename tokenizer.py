@@ -381,8 +381,9 @@ class Tokenizer:
     @classmethod
     def from_hf_dir(cls, path: str) -> "Tokenizer":
         """GPT-2's tokenizer from a local Hugging Face GPT-2 directory (vocab.json + merges.txt,
-        or tokenizer.json), no network: the same ids as transformers' GPT2Tokenizer, with <|endoftext|> at its vocabulary id (50256) and <|pad|>, <|user|>,
-        <|assistant|> after it. Serialised by its ranks (`to_dict`): checkpoints load offline."""
+        or tokenizer.json), no network: the same ids as transformers' GPT2Tokenizer, with
+        <|endoftext|> at its vocabulary id (50256) and <|pad|>, <|user|>, <|assistant|> after it.
+        Serialised by its ranks (`to_dict`): checkpoints load offline."""
         ranks = gpt2_ranks(*read_gpt2_tokenizer_files(path))
         cfg_path = os.path.join(path, "config.json")
         if os.path.isfile(cfg_path):  # tokenizer files from another model would index past its embedding

@@ -192,3 +192,15 @@ def ranked_pairs(ranking):
     ranking of K answers says. reward.py and dpo.py both learn from every pair.
     ranked_pairs([2, 0, 1]) -> [(2, 0), (2, 1), (0, 1)]"""
     return [(ranking[a], ranking[b]) for a in range(len(ranking)) for b in range(a + 1, len(ranking))]
+
+
+def flatten_comparisons(comps):
+    """Comparison records -> (prompts, answers, groups): every answer with its prompt, record
+    after record, and per record (offset of its first answer, its ranking best first): how
+    reward.py and dpo.py lay out a batch for their C(K,2) losses."""
+    prompts, answers, groups = [], [], []
+    for c in comps:
+        groups.append((len(answers), c["ranking"]))
+        prompts += [c["prompt"]] * len(c["responses"])
+        answers += c["responses"]
+    return prompts, answers, groups
