@@ -8,7 +8,7 @@ Plumbing every stage shares, kept in one place so the stage files stay about RLH
 - `save_checkpoint` / `load_checkpoint` / `resume`: atomic writes, `weights_only=True` reads,
   and picking up an interrupted run where it stopped
 - `die`: a user mistake ends with one clear line and a non-zero exit, not a traceback
-- `log_line`: the one fixed-format line per logging step
+- `log_line`: the one fixed-format line per logging step; `check_loss`: a diverging run stops
 - `ddp_setup` / `sync_gradients` / `ddp_mean` / `ddp_cleanup`: the few lines a stage needs to
   run as N processes under torchrun (each does nothing in one process: skip them on a first read)
 
@@ -256,6 +256,19 @@ def resume(path, stage, device, model=None, optimizer=None):
         optimizer.load_state_dict(ck["optimizer"])
     print(f"resumed from {path}")
     return ck
+
+
+LOSS_LIMIT = 100.0  # no loss here comes near it while training works: uniform guessing over GPT-2's vocab is 10.8
+
+
+def check_loss(loss, stage, step, lr, last_good):
+    """Stop a run whose loss stopped being finite or exploded past LOSS_LIMIT: one line naming the
+    stage, the step and the likely cause, exit 1, and the last good checkpoint left as it was."""
+    value = loss.item()
+    if not math.isfinite(value) or abs(value) > LOSS_LIMIT:
+        kept = f"the last good checkpoint is {last_good}" if os.path.exists(last_good) else "nothing was saved"
+        die(f"{stage}: the loss is {value:.4g} at step {step}, it diverged; the likely cause is the learning "
+            f"rate (--lr={lr:g}); {kept}")
 
 
 def log_line(step, total, **metrics):

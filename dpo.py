@@ -63,8 +63,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (autocast, ddp_cleanup, ddp_mean, ddp_setup, die, get_device, log_line, lr_at, parse_config,
-                    precision_name, print_config, resume, save_checkpoint, seed_everything, sync_gradients)
+from common import (autocast, check_loss, ddp_cleanup, ddp_mean, ddp_setup, die, get_device, log_line, lr_at,
+                    parse_config, precision_name, print_config, resume, save_checkpoint, seed_everything,
+                    sync_gradients)
 from data import flatten_comparisons, load_comparisons, ranked_pairs
 from model import response_logprobs
 from policy import load_fitting, load_policy, logprob_texts, pair_batch, sample_responses, show_samples
@@ -198,8 +199,7 @@ def train_step(policy, fwd, ref, opt, tok, recs, sums, cfg, step, device):
         if not part:  # an epoch's last batch may not fill every micro-batch
             continue
         loss, s = batch_loss(fwd, ref, tok, part, cfg.beta, device)
-        if not torch.isfinite(loss):
-            die(f"loss is {loss.item()} at step {step}; last good checkpoint: {cfg.out}.last")
+        check_loss(loss, "dpo", step + 1, cfg.lr, cfg.out + ".last")
         (loss / cfg.grad_accum).backward()
         for k in SUM_KEYS:
             sums[k] += s[k]
@@ -272,7 +272,8 @@ def main():
     t0 = time.time()
     policy.train()
     sums, order = dict.fromkeys(SUM_KEYS, 0.0), None
-    bar = tqdm(range(start, total), initial=start, total=total, desc="dpo", dynamic_ncols=True, disable=rank > 0)
+    bar = tqdm(range(start, total), initial=start, total=total, desc="dpo", dynamic_ncols=True,
+               disable=rank > 0 or None)  # a bar on rank 0, in a terminal (None: off when stderr is not one)
     for step in bar:
         epoch, b = divmod(step, steps_per_epoch)
         if order is None or b == 0:  # one permutation per epoch: a resumed run continues it

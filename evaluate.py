@@ -66,7 +66,7 @@ from evaluation.report import (RM_JUDGE_NOTE, print_summary, render_rm_report, r
                                write_outputs)
 from policy import (heldout_loss, load_policy, load_reward_model, logprob_texts, probe_accuracy, sample_responses,
                     score_texts)
-from tokenizer import render
+from tokenizer import Tokenizer, render
 
 DEFAULT_MODELS = ("base_large=out/base_large.pt,base=out/base.pt,prompted=out/base.pt,sft=out/sft.pt,"
                   "ppo=out/ppo.pt,ppo_ptx=out/ppo_ptx.pt")
@@ -271,15 +271,16 @@ def sample_all(cfg, recs, loaded, models, prefixes, bs=64):
     return responses
 
 
-def best_of_n(cfg, recs, model, tok, rm, device, bs=64):
+def best_of_n(cfg, recs, model, tok, rm, rm_tok, device, bs=64):
     """The best of cfg.best_of samples of `model` per prompt by the score of the reward model
-    `rm` -> one answer per prompt. Sampled at cfg.temperature with seeds of their own."""
+    `rm` (which reads text with its own tokenizer, rm_tok) -> one answer per prompt. Sampled at
+    cfg.temperature with seeds of their own."""
     cands, scores = [], []
     for s in range(cfg.best_of):
         texts, _ = sample_responses(model, tok, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature,
                                     batch_size=bs, seed=cfg.seed + 7919 * (s + 1))
         cands.append(texts)
-        scores.append(score_texts(rm, tok, [r["prompt"] for r in recs], texts, device, bs).cpu())
+        scores.append(score_texts(rm, rm_tok, [r["prompt"] for r in recs], texts, device, bs).cpu())
     best = torch.stack(scores).argmax(0).tolist()  # (n_prompts,) which sample the RM prefers
     return [cands[b][i] for i, b in enumerate(best)]
 
@@ -346,14 +347,13 @@ def pairs_to_judge(cfg, models, roles, temps):
     return list(dict.fromkeys(pairs))
 
 
-def rm_judged(cfg, recs, loaded, models, responses, rm, held_docs, probes, device):
+def rm_judged(cfg, recs, loaded, models, responses, rm, rm_tok, held_docs, probes, device):
     """The evaluation for prompts without `meta`: every model's answers scored by the reward
     model `rm` (--rm), win rates vs the reference by RM score (1 = higher, 0.5 = equal),
     response lengths, and the alignment tax where a corpus / probes are given.
     Writes report.md (report.render_rm_report), results.json and responses.jsonl."""
-    tok = loaded[models[cfg.reference]["path"]][1]
     prompts = [r["prompt"] for r in recs]
-    scores = {name: score_texts(rm, tok, prompts, responses[name], device).tolist() for name in models}
+    scores = {name: score_texts(rm, rm_tok, prompts, responses[name], device).tolist() for name in models}
     alignment_tax(cfg, models, loaded, held_docs, probes, device)
     for name, m in models.items():
         s, ref = scores[name], scores[cfg.reference]
@@ -404,16 +404,17 @@ def main():
     #     likes best. No training at all: it shows what the RM's ranking is worth by itself,
     #     at a known KL cost (at most log N - (N - 1) / N nats), and PPO has to match it.
     rm, rm_ckpt = load_reward_model(cfg.rm, device) if cfg.rm else (None, {})
+    rm_tok = Tokenizer.from_dict(rm_ckpt["tokenizer"]) if rm is not None else None  # it reads text its own way
     if rm is not None and cfg.best_of > 1:
         name = f"{cfg.reference}_best_of_{cfg.best_of}"
         model, tok, _ = loaded[models[cfg.reference]["path"]]
-        responses[name] = best_of_n(cfg, recs, model, tok, rm, device)
+        responses[name] = best_of_n(cfg, recs, model, tok, rm, rm_tok, device)
         models[name] = dict(models[cfg.reference], best_of=cfg.best_of)  # same checkpoint, size, temperature
         roles["best_of_n"] = name
         print(f"{name}: the best of {cfg.best_of} samples of {cfg.reference} by {cfg.rm}")
 
     if not has_meta(recs):  # your own prompts: the reward model is the only judge
-        return rm_judged(cfg, recs, loaded, models, responses, rm, held_docs, probes, device)
+        return rm_judged(cfg, recs, loaded, models, responses, rm, rm_tok, held_docs, probes, device)
 
     # 4. gold judgements and per-model metrics (Figure 4's axes on the main prompts, the rest on all)
     for name, m in models.items():

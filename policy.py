@@ -7,8 +7,7 @@ language model (held-out loss, fact-completion probes).
     model, tok, ckpt = load_policy("out/sft.pt", device, dropout=0.0)
     texts, ended = sample_responses(model, tok, ["Where does Mepol live?"], temperature=0.7)
     rm, ckpt = load_reward_model("out/rm.pt", device)
-    scores = rm.score(*rm_batch(tok, prompts, texts, device))  # (B,): ScalarModel.score
-    scores = score_texts(rm, tok, prompts, texts, device)  # the same for any number, 64 at a time
+    scores = score_texts(rm, tok, prompts, texts, device)  # (N,): ScalarModel.score, 64 at a time
     logps, n_tokens = logprob_texts(model, tok, prompts, texts, device)  # (N,) log pi(answer | prompt)
     loss = heldout_loss(model, stream, ctx=128, batch_size=16, n_batches=10, device="cpu")  # LM loss
     acc, rows = probe_accuracy(model, tok, data.load_probes("data/world/probes.jsonl"), device)  # facts it knows

@@ -61,8 +61,8 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, clock, ddp_cleanup, ddp_mean, ddp_setup, die, encode_docs, get_batch, get_device,
-                    log_line, lr_at, parse_config, precision_name, print_config, resume, save_checkpoint,
+from common import (autocast, check_loss, clock, ddp_cleanup, ddp_mean, ddp_setup, die, encode_docs, get_batch,
+                    get_device, log_line, lr_at, parse_config, precision_name, print_config, resume, save_checkpoint,
                     seed_everything, sync_gradients)
 from data import DataError, has_meta, load_prompts, read_corpus
 from data.labelers import judge
@@ -301,9 +301,7 @@ def ppo_update(policy, value, opt, roll, cfg, it, ptx=None):
                 with autocast(device.type):
                     _, st["ptx_loss"] = policy(x.to(device), y.to(device))
                 loss = loss + cfg.ptx_coef * st["ptx_loss"]
-            if not torch.isfinite(loss):
-                die(f"iteration {it + 1}: non-finite loss ({', '.join(f'{k} {v.item():.4g}' for k, v in st.items())}); "
-                    f"stopping. The last good checkpoint is {cfg.out}")
+            check_loss(loss, f"ppo iteration {it + 1}", step, cfg.lr, cfg.out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             mb_stats.append({k: v.detach().float() for k, v in st.items()})  # read back once, after the epochs
@@ -346,6 +344,8 @@ def load_models(cfg, device):
     policy, tok, _ = load_policy(cfg.policy, device, dropout=0.0)  # dropout off in PPO
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     rm, rm_ckpt = load_reward_model(cfg.rm, device)
+    if rm_ckpt.get("tokenizer") != tok.to_dict():  # it would read the policy's token ids as other words
+        die(f"{cfg.rm} was trained with another tokenizer than {cfg.policy}: train the RM from this SFT model")
     rm.requires_grad_(False)
     value = copy.deepcopy(rm).train().requires_grad_(True)
     value.lm_coef.requires_grad_(False)  # the value is the head alone (forward); lm_coef is for score
@@ -443,7 +443,7 @@ def main():
     log_path, k = os.path.splitext(cfg.out)[0] + "_log.jsonl", cfg.samples_per_prompt
     every = max(1, cfg.iters // SHOW_SAMPLES)  # iterations between printed samples
     t_start, bar = time.time(), tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="ppo",
-                                     dynamic_ncols=True, disable=rank > 0)
+                                     dynamic_ncols=True, disable=rank > 0 or None)
     for it in bar:
         # 1. a batch of prompts, k answers each (under torchrun: this rank's share of the batch)
         batch = [r for r in rng.sample(recs, min(cfg.batch_size // k // world, len(recs))) for _ in range(k)]
@@ -458,8 +458,6 @@ def main():
         if gold_known:  # measurement only: the noise-free gold judge (PPO never sees it, unless ORACLE)
             stats["gold"] = sum(judge(r, t)["score"] for r, t in zip(batch, texts)) / len(batch)
         stats = ddp_mean(stats)  # the logged numbers: the mean over the ranks
-        if not all(math.isfinite(v) for v in stats.values()):
-            die(f"iteration {it + 1}: non-finite statistics {stats}; the last good checkpoint is {cfg.out}")
         if rank > 0:  # rank 0 alone logs and writes checkpoints
             continue
         stats.update(iter=it + 1, elapsed_s=time.time() - t_start,

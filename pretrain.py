@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, die, encode_docs, get_batch, get_device, log_line, lr_at, parse_config, precision_name,
-                    print_config, resume, sampling_generator, save_checkpoint, seed_everything)
+from common import (autocast, check_loss, die, encode_docs, get_batch, get_device, log_line, lr_at, parse_config,
+                    precision_name, print_config, resume, sampling_generator, save_checkpoint, seed_everything)
 from data import DataError, load_probes, read_corpus
 from model import GPT, GPTConfig, generate
 from policy import heldout_loss, probe_accuracy
@@ -167,8 +167,7 @@ def main():
         x, y = get_batch(stream, cfg.batch_size, cfg.train_ctx, gen)
         with autocast(device):
             _, loss = fwd(x.to(device), y.to(device))
-        if not torch.isfinite(loss):
-            die(f"loss is {loss.item()} at step {it}; last good checkpoint: {cfg.out}")
+        check_loss(loss, "pretrain", it + 1, cfg.lr, cfg.out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

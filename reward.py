@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (autocast, ddp_cleanup, ddp_setup, die, get_device, log_line, lr_at, parse_config, precision_name,
-                    print_config, resume, save_checkpoint, seed_everything, sync_gradients)
+from common import (autocast, check_loss, ddp_cleanup, ddp_setup, die, get_device, log_line, lr_at, parse_config,
+                    precision_name, print_config, resume, save_checkpoint, seed_everything, sync_gradients)
 from data import flatten_comparisons, load_comparisons, load_demonstrations, ranked_pairs
 from data.labelers import judge
 from model import ScalarModel, GPTConfig
@@ -297,7 +297,7 @@ def main():
         order = list(range(len(comps)))
         random.Random(cfg.seed + epoch).shuffle(order)  # each epoch its own order, the same on every rank
         bar = tqdm(range(steps_per_epoch), desc=f"rm epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=rank > 0)
+                   disable=rank > 0 or None)
         for b in bar:
             batch = [comps[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if len(batch) < world * cfg.grad_accum:  # an epoch's last scrap, too small to share: all ranks skip it
@@ -309,8 +309,7 @@ def main():
             for micro in range(cfg.grad_accum):  # the same step in N parts: 1/N of the activation memory
                 with autocast(device):
                     loss, acc = batch_loss(score, tok, mine[micro :: cfg.grad_accum], device)
-                if not torch.isfinite(loss):
-                    die(f"loss is {loss.item()} at step {step}; last good checkpoint: {last}")
+                check_loss(loss, "reward", step + 1, cfg.lr, last)
                 (loss / cfg.grad_accum).backward()
             sync_gradients(rm.parameters())  # under torchrun: the mean over the ranks (one process: nothing)
             torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from common import (autocast, ddp_cleanup, ddp_setup, die, encode_docs, get_batch, get_device, log_line, lr_at,
-                    parse_config, precision_name, print_config, resume, save_checkpoint, seed_everything,
+from common import (autocast, check_loss, ddp_cleanup, ddp_setup, die, encode_docs, get_batch, get_device, log_line,
+                    lr_at, parse_config, precision_name, print_config, resume, save_checkpoint, seed_everything,
                     sync_gradients)
 from data import DataError, has_meta, load_demonstrations, read_corpus
 from data.labelers import judge, rate, train_labelers
@@ -219,8 +219,7 @@ def train_step(model, fwd, opt, tok, demos, ptx, cfg, step, device):
                 px, py = get_batch(stream, cfg.ptx_batch_size, min(cfg.ptx_ctx, model.config.block_size), gen)
                 _, ptx_loss = fwd(px.to(device), py.to(device))
                 loss = loss + cfg.ptx_coef * ptx_loss
-        if not torch.isfinite(loss):
-            die(f"loss is {loss.item()} at step {step}; last good checkpoint: {cfg.out}.last")
+        check_loss(loss, "sft", step + 1, cfg.lr, f"{cfg.out}.last")
         loss.backward()
     sync_gradients(model.parameters())  # under torchrun: the mean over the ranks (one process: nothing)
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -287,7 +286,7 @@ def main():
         ptx_draw = (ptx, torch.Generator().manual_seed(ptx_seed)) if ptx is not None else None
         model.train()
         bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                   disable=rank > 0)
+                   disable=rank > 0 or None)
         for b in bar:
             batch = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if len(batch) < world * cfg.grad_accum:  # an epoch's last scrap, too small to share: all ranks skip it
