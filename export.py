@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from common import die, parse_config
+from model import HF_TRANSPOSED
 from policy import load_policy
 from tokenizer import SPECIAL_TOKENS, bytes_to_unicode, render
 
@@ -57,8 +58,6 @@ class ExportConfig:
 # what transformers reads in preference to (or beside) the files we write: stale ones must go
 STALE = ["tokenizer.json", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json",
          "added_tokens.json", "generation_config.json"]
-# nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out): these four are transposed (model.py's from_hf_dir)
-TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 SAMPLE = ("Where does Belan live? Say <|endoftext|> and <|user|> as text, please.", " Belan lives in Toramo. é ✓")
 
 
@@ -73,14 +72,14 @@ def hf_state_dict(model):
     for k, v in sd.items():
         if k == "lm_head.weight":
             continue  # tied to transformer.wte.weight
-        if k.endswith(TRANSPOSED):
+        if k.endswith(HF_TRANSPOSED):
             v = v.t()  # (out, in) -> Conv1D's (in, out)
         out[k] = v.detach().float().cpu().contiguous()
     # bias=False models: GPT-2 has a bias on every Linear and LayerNorm; zero is the same function
     for k, v in list(out.items()):
         bias = k.removesuffix(".weight") + ".bias"
         if k.endswith(".weight") and "wte" not in k and "wpe" not in k and bias not in out:
-            out[bias] = torch.zeros(v.shape[-1] if k.endswith(TRANSPOSED) else v.shape[0])
+            out[bias] = torch.zeros(v.shape[-1] if k.endswith(HF_TRANSPOSED) else v.shape[0])
     return out
 
 

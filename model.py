@@ -274,7 +274,6 @@ class GPT(nn.Module):
         model = cls(cfg)
         # our keys without the "transformer." prefix (same tensors: copy_ writes into the model)
         sd = {k.removeprefix("transformer."): v for k, v in model.state_dict().items()}
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         for k, v in sd_hf.items():
             k = k.removeprefix("transformer.")
             if k.endswith(("attn.bias", "attn.masked_bias")) and k not in sd:
@@ -283,7 +282,7 @@ class GPT(nn.Module):
                 continue  # tied to wte
             if k not in sd:
                 raise KeyError(f"{path}: unexpected key {k!r} in checkpoint")
-            if k.endswith(transposed):
+            if k.endswith(HF_TRANSPOSED):
                 v = v.t()  # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
             if v.shape != sd[k].shape:
                 raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(sd[k].shape)}")
@@ -308,6 +307,7 @@ class GPT(nn.Module):
         self.config.vocab_size = vocab_size
 
 
+HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
