@@ -5,7 +5,7 @@ The whole InstructGPT pipeline on the embedded synthetic world, one stage after 
           -> PPO, PPO-ptx (and PPO at beta = 0) -> evaluation report
     and beside PPO, from SFT and the same comparisons: DPO (no reward model) -> the same report
 
-    python pipeline.py               # the default run (~18 min on a 2-core CPU)
+    python pipeline.py               # the default run (~12 min on an idle 2-core CPU)
     python pipeline.py --quick       # the same stages, tiny settings (under a minute on 2 cores): smoke test, first contact
     python pipeline.py --redo=ppo    # rerun one stage (and everything after it)
     python pipeline.py --out=runs/a  # another output folder
